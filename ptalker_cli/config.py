@@ -1,0 +1,411 @@
+"""Typed, frozen model configuration and the named presets.
+
+A :class:`ModelConfig` holds everything needed to rebuild a model: sizes, frame
+rate, PPE period, topology id and vertex count, training subjects, the audio
+encoders (hub ids, pinned revisions and, once built, their full transformers
+configs), and the switches for every component of the paper (Table 4 ablations,
+the FaceFormer baseline, released-code behaviour). It is saved as ``config.json``
+beside ``model.safetensors``; loading is strict: unknown or missing keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """A speech encoder built with ``transformers`` (HuBERT or wav2vec2).
+
+    ``model_id``/``revision`` say where the pretrained weights come from (a hub id
+    pinned to a commit, or a local folder). ``hf_config`` is the full transformers
+    config; it is filled in when the encoder is first built so that a saved ptalker
+    checkpoint can be rebuilt without the hub. A spec with ``model_id=""`` and an
+    ``hf_config`` builds a randomly initialised encoder (the ``tiny`` preset, or
+    training from scratch).
+    """
+
+    kind: str = "hubert"  # "hubert" | "wav2vec2"
+    model_id: str = ""
+    revision: str | None = None
+    license: str = ""
+    hf_config: dict[str, Any] | None = None
+    freeze_feature_encoder: bool = True
+    # SpecAugment-style time masking and LayerDrop of the HF config are switched off
+    # unless asked for (the released code inherited them silently; spec §6.2 #19).
+    apply_spec_augment: bool = False
+    layerdrop: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The PTalker model. See docs/model.md for every field."""
+
+    name: str = "ptalker"
+    # --- data ---------------------------------------------------------------
+    topology: str = "tiny"
+    num_vertices: int = 192
+    fps: float = 25.0
+    period: int = 25
+    train_subjects: tuple[str, ...] = ()  # identities with a learned style, in one-hot order
+    template_subjects: tuple[str, ...] = ()  # subjects whose templates the checkpoint holds (train first)
+    # --- sizes --------------------------------------------------------------
+    feature_dim: int = 128
+    decoder_layers: int = 6
+    decoder_heads: int = 4
+    decoder_ffn_dim: int = 256
+    dropout: float = 0.1
+    motion_encoder_layers: int = 6
+    motion_encoder_heads: int = 2
+    motion_conv_layers: int = 6
+    gat_channels: tuple[int, ...] = (4, 4)
+    gat_heads: int = 1
+    audio_style_hidden: int = 256
+    club_hidden: int = 64
+    # --- audio encoders -----------------------------------------------------
+    audio_content: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    audio_style: tuple[AudioEncoderConfig, ...] = ()
+    # --- components (Table 4 ablations; FaceFormer = all off) ----------------
+    use_graph_encoder: bool = True  # E_G; off = one linear layer on the flattened frame (released code)
+    use_motion_content: bool = True  # c_{1:T} from E_m^c fed to the decoder (paper Eq. 16)
+    use_motion_style: bool = True  # s_m from E_m^s ("motion disentanglement")
+    use_audio_style: bool = True  # s_a from E_a^s ("audio disentanglement")
+    use_identity_style: bool = True  # s_p from E_p^s; off = FaceFormer's one-hot linear style
+    identity_attention: bool = True  # attention between personalized and common style
+    # --- training-time regularizers that make the inference modes in-distribution --
+    motion_dropout: float = 0.25  # P(drop c and s_m for a sequence): the inference first pass
+    identity_dropout: float = 0.1  # P(drop s_p for a sequence): the unseen-subject mode
+    # --- inference ------------------------------------------------------------
+    refine_passes: int = 1  # styled passes after the first (0 = single pass, no motion terms)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_subjects(self) -> int:
+        return len(self.train_subjects)
+
+    @property
+    def audio_frames_per_motion_frame(self) -> int:
+        """Speech-encoder frames (50 Hz) per motion frame: 2 at 25 fps, else 1 (features resampled)."""
+        ratio = 50.0 / float(self.fps)
+        return int(round(ratio)) if abs(ratio - round(ratio)) < 1e-6 and ratio >= 1 else 1
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config_version": CONFIG_VERSION, **_to_jsonable(dataclasses.asdict(self))}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        data = dict(data)
+        version = data.pop("config_version", None)
+        if version != CONFIG_VERSION:
+            raise ConfigError(
+                f"config_version {version!r} is not supported (expected {CONFIG_VERSION}); "
+                "convert the checkpoint with a matching ptalker version"
+            )
+        return _from_dict(cls, data, "config")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data)
+
+    def validate(self) -> "ModelConfig":
+        if self.feature_dim % self.decoder_heads:
+            raise ConfigError("feature_dim must be divisible by decoder_heads")
+        if (2 * self.feature_dim) % self.motion_encoder_heads:
+            raise ConfigError("2 * feature_dim must be divisible by motion_encoder_heads")
+        if self.num_vertices <= 0 or self.fps <= 0 or self.period <= 0:
+            raise ConfigError("num_vertices, fps and period must be positive")
+        if len(set(self.train_subjects)) != len(self.train_subjects):
+            raise ConfigError("train_subjects has duplicates")
+        if len(set(self.template_subjects)) != len(self.template_subjects):
+            raise ConfigError("template_subjects has duplicates")
+        for name in ("motion_dropout", "identity_dropout", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1)")
+        return self
+
+
+# ----------------------------------------------------------------------- (de)serialization
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    return obj
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {unknown}; it was written by another ptalker version")
+    missing = sorted(f.name for f in fields(cls) if f.name not in data)
+    if missing:
+        raise ConfigError(f"{where} lacks keys {missing}; the checkpoint is incomplete")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except (ConfigError, TypeError, ValueError):
+                continue
+        raise ConfigError(f"{where} has an invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be an object")
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list")
+        item = args[0] if args else Any
+        return tuple(_coerce(item, v, where) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be an object")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        return value
+    return value
+
+
+# ----------------------------------------------------------------------- presets
+#: Pinned public checkpoints for the audio encoders (see docs/model.md and the model zoo).
+#: Revisions are full commit ids of the hub repositories (looked up on the hub's public
+#: pages; for superb/wav2vec2-large-superb-er the pin is the last commit that changed the
+#: weights and config, whose files equal those of main, README aside).
+HUBERT_LARGE = AudioEncoderConfig(
+    kind="hubert",
+    model_id="facebook/hubert-large-ls960-ft",
+    revision="ece5fabbf034c1073acae96d5401b25be96709d8",
+    license="apache-2.0",
+)
+W2V2_SPEAKER_ID = AudioEncoderConfig(
+    kind="wav2vec2",
+    model_id="superb/wav2vec2-large-superb-sid",
+    revision="367cec2f00f36e6717b420660bd814dabac952f5",
+    license="apache-2.0",
+)
+W2V2_EMOTION = AudioEncoderConfig(
+    kind="wav2vec2",
+    model_id="superb/wav2vec2-large-superb-er",
+    revision="306186e4b83667e06d6817940b2c1c823b8e1487",
+    license="apache-2.0",
+)
+
+BIWI_SUBJECTS = ("F2", "F3", "F4", "M3", "M4", "M5")
+VOCASET_SUBJECTS = (
+    "FaceTalk_170728_03272_TA",
+    "FaceTalk_170904_00128_TA",
+    "FaceTalk_170725_00137_TA",
+    "FaceTalk_170915_00223_TA",
+    "FaceTalk_170811_03274_TA",
+    "FaceTalk_170913_03279_TA",
+    "FaceTalk_170904_03276_TA",
+    "FaceTalk_170912_03278_TA",
+)
+
+
+def tiny_speech_encoder(kind: str, hidden: int = 32, layers: int = 2) -> AudioEncoderConfig:
+    """A small randomly initialised HuBERT/wav2vec2 of the real architecture (no download)."""
+    hf = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        conv_dim=(32, 32, 32, 32, 32, 32, 32),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        vocab_size=32,
+    )
+    return AudioEncoderConfig(kind=kind, model_id="", revision=None, license="", hf_config=hf)
+
+
+def _biwi() -> ModelConfig:
+    return ModelConfig(
+        name="biwi",
+        topology="biwi",
+        num_vertices=23370,
+        fps=25.0,
+        period=25,
+        train_subjects=BIWI_SUBJECTS,
+        feature_dim=128,
+        decoder_ffn_dim=256,
+        audio_content=HUBERT_LARGE,
+        audio_style=(W2V2_SPEAKER_ID, W2V2_EMOTION),
+    )
+
+
+def _vocaset() -> ModelConfig:
+    return ModelConfig(
+        name="vocaset",
+        topology="flame",
+        num_vertices=5023,
+        fps=30.0,
+        period=30,
+        train_subjects=VOCASET_SUBJECTS,
+        feature_dim=64,
+        decoder_ffn_dim=128,
+        audio_content=HUBERT_LARGE,
+        audio_style=(W2V2_SPEAKER_ID, W2V2_EMOTION),
+    )
+
+
+def faceformer(base: ModelConfig) -> ModelConfig:
+    """FaceFormer on the same code: one-hot style + decoder; no style/motion encoders, no GAT."""
+    return base.replace(
+        name=f"faceformer-{base.name}",
+        use_graph_encoder=False,
+        use_motion_content=False,
+        use_motion_style=False,
+        use_audio_style=False,
+        use_identity_style=False,
+        identity_attention=False,
+        audio_style=(),
+        motion_dropout=0.0,
+        identity_dropout=0.0,
+        refine_passes=0,
+        decoder_layers=1,
+    )
+
+
+def _tiny() -> ModelConfig:
+    return ModelConfig(
+        name="tiny",
+        topology="tiny",
+        num_vertices=192,
+        fps=25.0,
+        period=25,
+        train_subjects=("S1", "S2", "S3"),
+        template_subjects=("S1", "S2", "S3", "U1"),
+        feature_dim=16,
+        decoder_layers=2,
+        decoder_heads=4,
+        decoder_ffn_dim=32,
+        motion_encoder_layers=1,
+        motion_encoder_heads=2,
+        motion_conv_layers=2,
+        gat_channels=(4, 4),
+        audio_style_hidden=16,
+        club_hidden=16,
+        audio_content=tiny_speech_encoder("hubert"),
+        audio_style=(tiny_speech_encoder("wav2vec2"), tiny_speech_encoder("wav2vec2")),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], ModelConfig]] = {
+    "biwi": _biwi,
+    "vocaset": _vocaset,
+    "faceformer": lambda: faceformer(_biwi()),
+    "faceformer-vocaset": lambda: faceformer(_vocaset()),
+    "tiny": _tiny,
+}
+
+#: Table 4 of the paper: each row as config changes (model) and loss weights set to zero.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no-adv": {"loss": {"adv": 0.0}},
+    "no-cos": {"loss": {"cos": 0.0}},
+    "no-orth-info": {"loss": {"orth": 0.0, "info": 0.0, "club": 0.0}},
+    "no-cts": {"loss": {"topk": 0.0, "kl": 0.0}},
+    "no-gat": {"model": {"use_graph_encoder": False}},
+    "no-audio-disentanglement": {"model": {"use_audio_style": False}},
+    "no-motion-disentanglement": {"model": {"use_motion_style": False, "use_motion_content": False}},
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named preset (``biwi``, ``vocaset``, ``faceformer``, ``tiny``), optionally changed."""
+    try:
+        cfg = PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}") from None
+    return cfg.replace(**overrides).validate() if overrides else cfg.validate()
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of every loss term (0 switches a term off) and their hyper-parameters.
+
+    Defaults follow the paper's structure with the released code's magnitudes where the
+    paper gives none (spec §2.1); ``released_loss_config()`` reproduces the released run.
+    """
+
+    form: str = "l2"  # "l2" (paper Eq. 10-12) | "mse" (released code)
+    rec: float = 1.0
+    mouth: float = 1.2
+    vel: float = 10.0
+    adv: float = 1e-3
+    cos: float = 1e-3
+    orth: float = 1e-3
+    orth_form: str = "norm"  # "norm" ‖P‖_F (intent, released) | "procrustes" ‖PPᵀ−I‖_F (Eq. 4)
+    info: float = 0.0  # Eq. 5 InfoNCE as written (raises an MI bound; 0 at batch size 1)
+    club: float = 1e-3  # CLUB upper bound: really minimizes content/style MI
+    topk: float = 1e-3
+    kl: float = 1e-3
+    grl_alpha: float = 1.0
+    info_temperature: float = 0.1
+    topk_ratio: float = 0.15
+    topk_alpha: float = 1.5
+    topk_beta: float = 0.7
+    topk_lambda: float = 0.5
+    topk_temperature: float = 0.07
+    kl_eps: float = 1e-6
+
+
+def released_loss_config() -> LossConfig:
+    """The released code's effective weights (spec §2.3): MSE terms and 0.01× a tiny bundle."""
+    return LossConfig(
+        form="mse", rec=1.0, mouth=1.2, vel=10.0, adv=1e-5, cos=0.0, orth=1e-5, info=1e-5, club=0.0,
+        topk=1e-5, kl=1e-5, orth_form="norm",
+    )
