@@ -1,0 +1,202 @@
+"""The animator: audio file(s) in, :class:`~ptalker_cli.motion.Motion` out.
+
+``load_model`` resolves a model by name (``tiny``, a model folder such as a
+training run, …) and ``Animator.animate`` applies the inference modes:
+
+* seen subject: its template and its identity style;
+* unseen subject (known template, no learned style): style from the audio alone;
+* ``style=``: another training subject's style, or a blend ``{"F2": 0.7, "F3": 0.3}``;
+* ``style_from=``: the motion style of a reference motion (.npy);
+* ``style_strength``: scales the personal part of the style code.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, load_audio
+from .config import preset
+from .errors import ConfigError, PtalkerError
+from .mesh import Topology, resolve_template, tiny_topology
+from .model.ptalker import PTalker, StyleSpec, build_model
+from .motion import Motion
+
+TINY_SEED = 0
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PtalkerError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise PtalkerError(f"unknown device '{device}'; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def tiny_model(seed: int = TINY_SEED) -> PTalker:
+    """The ``tiny`` preset with deterministic random weights (tests and smoke runs; no download).
+
+    Its output head is zero-initialized like every fresh model, so to make its
+    output move it is given small random head weights: the motion is meaningless
+    but exercises every code path.
+    """
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(seed)
+        topo = tiny_topology()
+        model = build_model(preset("tiny"), topo)
+        with torch.no_grad():
+            model.vertice_decoder.weight.normal_(0.0, 0.05)
+    return model.eval()
+
+
+def load_model(spec: str | Path = "tiny", device: str | torch.device = "cpu") -> PTalker:
+    """A model by name (``tiny``) or from a folder holding ``config.json`` + ``model.safetensors``."""
+    dev = resolve_device(device)
+    spec_s = str(spec)
+    if spec_s == "tiny":
+        return tiny_model().to(dev)
+    path = Path(spec_s).expanduser()
+    if path.is_dir():
+        return PTalker.from_pretrained(path, map_location=dev)
+    raise PtalkerError(f"model '{spec_s}' not found: give 'tiny' or a folder with config.json and model.safetensors")
+
+
+def parse_style(text: str) -> dict[str, float]:
+    """``F2`` → {F2: 1}; ``F2:0.7,F3:0.3`` (or ``=``) → a blend."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"([^:=]+)(?:[:=]([-+0-9.eE]+))?", part)
+        if not m:
+            raise PtalkerError(f"cannot parse style '{text}'; use ID or ID:WEIGHT,ID:WEIGHT")
+        try:
+            out[m.group(1).strip()] = float(m.group(2)) if m.group(2) else 1.0
+        except ValueError:
+            raise PtalkerError(f"cannot parse style weight in '{part}'; use ID:WEIGHT with a number") from None
+    if not out:
+        raise PtalkerError("empty --style; give a subject id or ID:WEIGHT,ID:WEIGHT")
+    return out
+
+
+@dataclass
+class AnimateResult:
+    motion: Motion
+    subject: str
+    style: str
+
+
+class Animator:
+    """Applies a :class:`PTalker` to audio with the inference modes above."""
+
+    def __init__(self, model: PTalker, device: str | torch.device | None = None):
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(resolve_device(device))
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def known_subjects(self) -> list[str]:
+        names = list(self.config.template_subjects)
+        return names + [s for s in self.config.train_subjects if s not in names]
+
+    def _subject_error(self, subject: str, what: str = "subject") -> PtalkerError:
+        known = ", ".join(self.known_subjects()) or "none"
+        return PtalkerError(f"unknown {what} '{subject}'; this model knows: {known}")
+
+    def template_for(self, subject: str | None, template: Topology | str | Path | None) -> Topology:
+        base = self.model.topology
+        if template is not None:
+            topo = template if isinstance(template, Topology) else resolve_template(template)
+            if topo.num_vertices != base.num_vertices:
+                raise PtalkerError(
+                    f"template has {topo.num_vertices} vertices but the model animates {base.num_vertices}; "
+                    "use a template of the model's mesh"
+                )
+            return base.with_vertices(topo.vertices)
+        if subject is not None and subject in self.config.template_subjects:
+            idx = self.config.template_subjects.index(subject)
+            return base.with_vertices(self.model.subject_templates[idx].cpu().numpy())
+        return base
+
+    def style_weights(self, style: str | Mapping[str, float] | None) -> torch.Tensor | None:
+        if style is None:
+            return None
+        blend = parse_style(style) if isinstance(style, str) else dict(style)
+        n = max(self.config.num_subjects, 1)
+        w = torch.zeros(1, n)
+        for name, weight in blend.items():
+            if name not in self.config.train_subjects:
+                trained = ", ".join(self.config.train_subjects) or "none"
+                raise PtalkerError(f"'{name}' has no learned style; styles of this model: {trained}")
+            w[0, self.config.train_subjects.index(name)] = weight
+        return w
+
+    def animate(
+        self,
+        audio: str | Path | np.ndarray,
+        subject: str | None = None,
+        style: str | Mapping[str, float] | None = None,
+        style_from: str | Path | Motion | None = None,
+        style_strength: float = 1.0,
+        template: Topology | str | Path | None = None,
+    ) -> AnimateResult:
+        """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array."""
+        cfg = self.config
+        if subject is not None and subject not in self.known_subjects():
+            raise self._subject_error(subject)
+        if subject is None and style is None and cfg.train_subjects:
+            subject = cfg.train_subjects[0]
+        topo = self.template_for(subject, template)
+        if style is None and subject is not None and subject in cfg.train_subjects:
+            style = subject
+        weights = self.style_weights(style)
+        if isinstance(audio, (str, Path)):
+            source = str(audio)
+            wave = load_audio(audio, SAMPLE_RATE)
+        else:
+            source = "<array>"
+            wave = np.asarray(audio, dtype=np.float32)
+        if self.model.num_motion_frames(len(wave)) <= 0:
+            raise PtalkerError(f"{source}: audio is too short to produce one motion frame")
+        device = self.model.device
+        tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
+        ref = None
+        style_label = "audio" if weights is None else (style if isinstance(style, str) else "blend")
+        if style_from is not None:
+            ref_motion = style_from if isinstance(style_from, Motion) else Motion.load(style_from)
+            ref_motion.validate(topo.num_vertices, f"reference motion {style_from}")
+            ref = self.model.reference_style(
+                torch.from_numpy(ref_motion.vertices).to(device).unsqueeze(0), tmpl)
+            style_label = f"reference:{Path(str(style_from)).name}"
+        spec = StyleSpec(weights.to(device) if weights is not None else None, ref, style_strength)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            verts = self.model.generate(torch.from_numpy(wave).to(device).unsqueeze(0), tmpl, spec)
+        meta = {
+            "subject": subject,
+            "style": style_label,
+            "style_strength": style_strength,
+            "model": cfg.name,
+            "audio": source,
+        }
+        motion = Motion(verts[0].float().cpu().numpy(), cfg.fps, topo.name, meta)
+        return AnimateResult(motion, subject or "", style_label)
+
+
+def animate(audio, model: str | Path | PTalker = "tiny", device: str = "auto", **kwargs) -> Motion:
+    """One-call API: ``animate("speech.wav", subject="F2")`` → :class:`Motion`."""
+    m = model if isinstance(model, PTalker) else load_model(model, device)
+    return Animator(m).animate(audio, **kwargs).motion

@@ -1,0 +1,180 @@
+"""Speech encoders: the audio content encoder E_a^c and the audio style encoder E_a^s.
+
+Both wrap ``transformers`` models through their public sub-modules
+(``feature_extractor`` → ``feature_projection`` → ``encoder``), the stable path
+shared by HuBERT and wav2vec2, so that features can be aligned to the motion frame
+rate between the CNN front end and the transformer (FaceFormer's practice):
+
+* 2 speech frames per motion frame at 25 fps (50 Hz / 25 fps): trimmed or padded to 2T;
+* otherwise the CNN features are linearly resampled to T frames (e.g. 30 fps).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import AudioEncoderConfig
+from ..errors import ConfigError
+
+SPEECH_HZ = 50.0  # HuBERT / wav2vec2 frame rate at 16 kHz
+
+
+def conv_output_length(num_samples: Tensor | int, kernels=(10, 3, 3, 3, 3, 2, 2), strides=(5, 2, 2, 2, 2, 2, 2)):
+    """Frames produced by the CNN front end for ``num_samples`` 16-kHz samples."""
+    n = num_samples
+    for k, s in zip(kernels, strides):
+        n = (n - k) // s + 1
+    return n
+
+
+def build_speech_model(spec: AudioEncoderConfig) -> tuple[nn.Module, AudioEncoderConfig]:
+    """Build a HuBERT/wav2vec2 ``transformers`` model and return it with a spec whose ``hf_config`` is filled.
+
+    With ``hf_config`` present the model is built from it with random weights (the
+    checkpoint's own weights are loaded afterwards, or training starts from scratch);
+    otherwise the pretrained weights are fetched with ``from_pretrained`` at the pinned
+    revision (hub id or local folder), under the hub's cache and offline rules.
+    """
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    classes = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model)}
+    if spec.kind not in classes:
+        raise ConfigError(f"unknown speech encoder kind '{spec.kind}'; use 'hubert' or 'wav2vec2'")
+    config_cls, model_cls = classes[spec.kind]
+    overrides = dict(apply_spec_augment=spec.apply_spec_augment, layerdrop=spec.layerdrop, mask_time_prob=0.0)
+    if spec.apply_spec_augment:
+        overrides.pop("mask_time_prob")
+    if spec.hf_config is not None:
+        hf = config_cls(**{**spec.hf_config, **overrides})
+        model = model_cls(hf)
+    else:
+        if not spec.model_id:
+            raise ConfigError("a speech encoder needs a model_id or an hf_config")
+        from ..zoo.hub import load_pretrained_speech_model
+
+        model = load_pretrained_speech_model(model_cls, spec.model_id, spec.revision, **overrides)
+    hf_dict = model.config.to_diff_dict() if hasattr(model.config, "to_diff_dict") else model.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id",
+                "torch_dtype", "dtype"):
+        hf_dict.pop(key, None)
+    hf_dict.update({k: v for k, v in overrides.items()})
+    hf_dict["model_type"] = spec.kind
+    from dataclasses import replace
+
+    return model, replace(spec, hf_config=_jsonable(hf_dict))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+class SpeechEncoder(nn.Module):
+    """A HuBERT/wav2vec2 model run in stages with the features aligned to motion frames."""
+
+    def __init__(self, model: nn.Module, freeze_feature_encoder: bool = True):
+        super().__init__()
+        self.model = model
+        cfg = model.config
+        self.kernels, self.strides = tuple(cfg.conv_kernel), tuple(cfg.conv_stride)
+        self.hidden_size = cfg.hidden_size
+        if freeze_feature_encoder:
+            for p in self.model.feature_extractor.parameters():
+                p.requires_grad_(False)
+
+    def num_frames(self, num_samples):
+        return conv_output_length(num_samples, self.kernels, self.strides)
+
+    def forward(
+        self,
+        wave: Tensor,
+        wave_lengths: Tensor | None = None,
+        frame_lengths: Tensor | None = None,
+        num_frames: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Encode (B, L) normalized 16-kHz waveforms.
+
+        Without ``num_frames`` the native 50-Hz frames are returned. With it, the
+        features are aligned to ``num_frames`` motion frames (``frame_lengths`` valid per
+        sequence): ``k`` = 50/fps features per frame when that is a whole number
+        (trimmed or zero-padded to k·T), otherwise the CNN features are linearly
+        resampled to one per motion frame before the transformer. Returns the features
+        (B, S, H) and their validity mask (B, S).
+        """
+        b = wave.shape[0]
+        if wave_lengths is None:
+            wave_lengths = torch.full((b,), wave.shape[1], dtype=torch.long, device=wave.device)
+        feats = self.model.feature_extractor(wave).transpose(1, 2)  # (B, S, C)
+        lengths = self.num_frames(wave_lengths).clamp(min=0)
+        if num_frames is not None:
+            if frame_lengths is None:
+                frame_lengths = torch.full((b,), num_frames, dtype=torch.long, device=wave.device)
+            feats, lengths = self._align(feats, lengths, frame_lengths, num_frames)
+        s = feats.shape[1]
+        mask = torch.arange(s, device=wave.device).unsqueeze(0) < lengths.unsqueeze(1)
+        proj = self.model.feature_projection(feats)
+        hidden = proj[0] if isinstance(proj, tuple) else proj
+        attn = mask if not bool(mask.all()) else None  # bool, as HF computes it itself
+        out = self.model.encoder(hidden, attention_mask=attn)
+        hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        return hidden, mask
+
+    def _align(self, feats: Tensor, lengths: Tensor, frame_lengths: Tensor, num_frames: int):
+        b, s, c = feats.shape
+        k = self.k
+        target = k * num_frames
+        if self.exact:
+            feats = feats[:, :target] if s >= target else F.pad(feats, (0, 0, 0, target - s))
+            return feats, torch.minimum(lengths, k * frame_lengths)
+        out = feats.new_zeros(b, target, c)
+        for i in range(b):
+            n, frames = int(lengths[i]), int(frame_lengths[i])
+            if n >= 1 and frames >= 1:
+                seg = feats[i : i + 1, :n].transpose(1, 2)
+                out[i, :frames] = F.interpolate(seg, size=frames, mode="linear", align_corners=True)[0].T
+        return out, torch.where(lengths > 0, frame_lengths, torch.zeros_like(frame_lengths))
+
+    #: speech frames per motion frame and whether that ratio is exact (set by set_motion_fps)
+    k = 2
+    exact = True
+
+    def set_motion_fps(self, fps: float) -> None:
+        ratio = SPEECH_HZ / float(fps)
+        self.exact = ratio >= 1 and abs(ratio - round(ratio)) < 1e-6
+        self.k = int(round(ratio)) if self.exact else 1
+
+
+class AudioStyleEncoder(nn.Module):
+    """E_a^s: one or two wav2vec2 sub-networks (speaker ID, emotion) → s_a and a per-frame style sequence.
+
+    Each backbone's hidden states are max-pooled over valid frames; the pooled
+    vectors are concatenated and mapped by an MLP (→ hidden → d, tanh) to ``s_a``
+    (released code: 1024→256→128 on a single emotion model). The per-frame style
+    sequence (used by the orthogonality / MI losses) is a linear map of the
+    concatenated hidden states.
+    """
+
+    def __init__(self, backbones: list[SpeechEncoder], dim: int, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.backbones = nn.ModuleList(backbones)
+        width = sum(b.hidden_size for b in backbones)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.frame_proj = nn.Linear(width, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, wave: Tensor, wave_lengths: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        outs = [b(wave, wave_lengths) for b in self.backbones]
+        s = min(o[0].shape[1] for o in outs)
+        hidden = torch.cat([o[0][:, :s] for o in outs], dim=-1)
+        mask = outs[0][1][:, :s]
+        neg = torch.finfo(hidden.dtype).min
+        pooled = hidden.masked_fill(~mask.unsqueeze(-1), neg).amax(dim=1)
+        pooled = torch.where(mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
+        s_a = torch.tanh(self.fc2(self.drop(F.relu(self.fc1(pooled)))))
+        return s_a, self.frame_proj(hidden), mask

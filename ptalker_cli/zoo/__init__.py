@@ -1,0 +1,1 @@
+"""The model zoo: named models, hub downloads and verification."""

@@ -1,0 +1,232 @@
+"""The PTalker model: causality of teacher forcing, cached decoding, modes, checkpoints, presets."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ptalker_cli.config import ABLATIONS, ModelConfig, preset
+from ptalker_cli.errors import ConfigError
+from ptalker_cli.mesh import tiny_topology
+from ptalker_cli.model.ptalker import PTalker, StyleSpec, build_model
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    m = build_model(preset("tiny", **overrides), tiny_topology())
+    with torch.no_grad():  # make the zero-initialized head produce motion
+        m.vertice_decoder.weight.normal_(0, 0.05)
+        m.vertice_decoder.bias.normal_(0, 0.01)
+    return m.eval()
+
+
+def _batch(model, frames=20, b=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(b, 640 * frames + 400, generator=g) * 0.1
+    verts = model.template + 0.1 * torch.randn(b, frames, model.config.num_vertices, 3, generator=g)
+    return audio, verts, model.template.expand(b, -1, -1)
+
+
+MODES = {
+    "seen": lambda m: StyleSpec(m.one_hot(torch.tensor([1]))),
+    "unseen": lambda m: StyleSpec(None),
+    "blend": lambda m: StyleSpec(torch.tensor([[0.5, 0.0, 0.5]]), strength=0.7),
+    "reference": lambda m: StyleSpec(None, m.reference_style(_batch(m, 12, seed=3)[1], m.template[None])),
+}
+
+
+@pytest.mark.parametrize("variant", [{}, {"use_graph_encoder": False}, {"refine_passes": 2}])
+def test_teacher_forcing_does_not_see_the_future(variant):
+    m = _model(**variant)
+    audio, verts, tmpl = _batch(m, frames=24)
+    t = 11
+    changed = verts.clone()
+    changed[:, t + 1 :] += torch.randn_like(changed[:, t + 1 :])
+    idx = torch.tensor([0])
+    with torch.no_grad():
+        a = m(audio, verts, tmpl, idx).vertices
+        b = m(audio, changed, tmpl, idx).vertices
+    # frames 0..t are predicted from ground-truth frames < t+1 only
+    assert (a[:, : t + 1] - b[:, : t + 1]).abs().max() <= 1e-5
+    # and the later frames do react (the test can fail)
+    assert (a[:, t + 2 :] - b[:, t + 2 :]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("variant", ["tiny", "no-gat", "faceformer"])
+def test_cached_decoding_equals_full_recompute(mode, variant):
+    if variant == "faceformer":
+        from ptalker_cli.config import faceformer
+
+        torch.manual_seed(0)
+        m = build_model(faceformer(preset("tiny")), tiny_topology()).eval()
+        with torch.no_grad():
+            m.vertice_decoder.weight.normal_(0, 0.05)
+        if mode == "reference":
+            pytest.skip("the FaceFormer preset has no motion style encoder")
+    else:
+        m = _model(**({"use_graph_encoder": False} if variant == "no-gat" else {}))
+    audio, _, tmpl = _batch(m, frames=30)
+    spec = MODES[mode](m)
+    fast = m.generate(audio, tmpl, spec, use_cache=True)
+    slow = m.generate(audio, tmpl, spec, use_cache=False)
+    assert fast.shape == (1, 30, m.config.num_vertices, 3)
+    assert fast.dtype == torch.float32
+    assert (fast - slow).abs().max() <= 1e-5
+    assert (fast - tmpl[:, None]).abs().max() > 1e-3  # it does move
+
+
+def test_modes_give_different_motion():
+    m = _model()
+    audio, _, tmpl = _batch(m, frames=25)
+    outs = {k: m.generate(audio, tmpl, f(m)) for k, f in MODES.items()}
+    assert (outs["seen"] - outs["unseen"]).abs().max() > 1e-4
+    assert (outs["seen"] - outs["blend"]).abs().max() > 1e-4
+    assert (outs["unseen"] - outs["reference"]).abs().max() > 1e-4
+    # strength 0 removes the personal style: the subject no longer matters
+    s0 = m.generate(audio, tmpl, StyleSpec(m.one_hot(torch.tensor([0])), strength=0.0))
+    n0 = m.generate(audio, tmpl, StyleSpec(None, strength=0.0))
+    assert (s0 - n0).abs().max() <= 1e-5
+    assert (s0 - outs["unseen"]).abs().max() > 1e-4
+
+
+def test_long_generation_beyond_600_frames():
+    m = _model(refine_passes=1)
+    audio = torch.randn(1, 640 * 650 + 400) * 0.1
+    out = m.generate(audio, m.template[None], StyleSpec(m.one_hot(torch.tensor([0]))))
+    assert out.shape[1] == 650
+    assert torch.isfinite(out).all()
+
+
+def test_frame_count_follows_audio_at_25_and_30_fps():
+    m25 = _model()
+    assert m25.num_motion_frames(16000) == 24  # 49 speech frames -> 24 motion frames (BIWI rule)
+    m30 = _model(fps=30.0, period=30)
+    assert m30.num_motion_frames(16000) == 29  # int(49 / 50 * 30)
+    out = m30.generate(torch.randn(1, 16000) * 0.1, m30.template[None])
+    assert out.shape[1] == 29
+
+
+def test_training_forward_and_losses_backward():
+    m = _model().train()
+    audio, verts, tmpl = _batch(m, frames=16, b=2)
+    idx = torch.tensor([0, -1])
+    out = m(audio, verts, tmpl, idx)
+    terms = m.losses(out, verts, idx)
+    expected = {"rec", "mouth", "vel", "adv", "cos", "orth", "club", "club_fit", "topk", "kl", "objective", "total"}
+    assert expected <= set(terms)
+    assert all(torch.isfinite(v) for v in terms.values())
+    terms["total"].backward()
+    assert m.vertice_decoder.weight.grad is not None
+    assert m.graph_encoder is not None and any(p.grad is not None for p in m.graph_encoder.parameters())
+    # the CNN front end of the speech encoders is frozen
+    assert all(not p.requires_grad for p in m.audio_encoder.model.feature_extractor.parameters())
+
+
+def test_padded_batch_matches_single_sequences():
+    m = _model()
+    a1, v1, _ = _batch(m, frames=14, seed=1)
+    a2, v2, _ = _batch(m, frames=20, seed=2)
+    audio = torch.zeros(2, a2.shape[1])
+    audio[0, : a1.shape[1]], audio[1] = a1[0], a2[0]
+    verts = m.template.repeat(2, 20, 1, 1).clone()
+    verts[0, :14], verts[1] = v1[0], v2[0]
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[0, :14], mask[1] = True, True
+    lengths = torch.tensor([a1.shape[1], a2.shape[1]])
+    idx = torch.tensor([0, 1])
+    tmpl = m.template.expand(2, -1, -1)
+    with torch.no_grad():
+        both = m(audio, verts, tmpl, idx, lengths, mask)
+        one = m(a1, v1, tmpl[:1], idx[:1])
+    assert both.frame_mask[0].sum() == 14
+    assert (both.vertices[0, :14] - one.vertices[0]).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_builds_and_trains(name):
+    change = ABLATIONS[name]
+    m = _model(**change.get("model", {})).train()
+    audio, verts, tmpl = _batch(m, frames=10)
+    from ptalker_cli.config import LossConfig
+
+    cfg = LossConfig(**change.get("loss", {}))
+    idx = torch.tensor([2])
+    terms = m.losses(m(audio, verts, tmpl, idx), verts, idx, cfg)
+    for key, w in change.get("loss", {}).items():
+        assert w == 0.0 and key not in terms
+    terms["total"].backward()
+
+
+def test_faceformer_preset_structure():
+    from ptalker_cli.config import faceformer
+
+    m = build_model(faceformer(preset("tiny")), tiny_topology())
+    assert m.graph_encoder is None and m.style_motion is None and m.content_motion is None
+    assert m.audio_style is None and m.identity.attention is None
+    assert len(m.decoder.layers) == 1
+
+
+def test_paper_presets_sizes():
+    biwi, voca = preset("biwi"), preset("vocaset")
+    assert (biwi.num_vertices, biwi.feature_dim, biwi.fps, biwi.period) == (23370, 128, 25.0, 25)
+    assert (voca.num_vertices, voca.feature_dim, voca.fps, voca.period) == (5023, 64, 30.0, 30)
+    assert biwi.audio_content.model_id == "facebook/hubert-large-ls960-ft"
+    assert len(biwi.audio_content.revision) == 40
+    assert {s.model_id for s in biwi.audio_style} == {
+        "superb/wav2vec2-large-superb-sid",
+        "superb/wav2vec2-large-superb-er",
+    }
+    assert biwi.audio_frames_per_motion_frame == 2 and voca.audio_frames_per_motion_frame == 1
+
+
+def test_save_and_load_roundtrip_is_exact(tmp_path):
+    m = _model()
+    m.save_pretrained(tmp_path / "model")
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["config.json", "model.safetensors"]
+    loaded = PTalker.from_pretrained(tmp_path / "model")
+    assert loaded.config == m.config
+    assert loaded.config.audio_content.hf_config is not None
+    audio, _, tmpl = _batch(m, frames=12)
+    spec = StyleSpec(m.one_hot(torch.tensor([2])))
+    torch.testing.assert_close(loaded.generate(audio, tmpl, spec), m.generate(audio, tmpl, spec))
+    np.testing.assert_array_equal(loaded.topology.faces, m.topology.faces)
+
+
+def test_loading_is_strict(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    m = _model()
+    m.save_pretrained(tmp_path / "m")
+    state = load_file(str(tmp_path / "m" / "model.safetensors"))
+    state.pop("vertice_decoder.bias")
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(ConfigError, match="missing"):
+        PTalker.from_pretrained(tmp_path / "m")
+    m.save_pretrained(tmp_path / "m2")
+    cfg = json.loads((tmp_path / "m2" / "config.json").read_text())
+    cfg["feature_dim_typo"] = 3
+    (tmp_path / "m2" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="unknown keys"):
+        PTalker.from_pretrained(tmp_path / "m2")
+
+
+def test_config_roundtrip_and_type_checks():
+    cfg = preset("biwi")
+    assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    bad = cfg.to_dict()
+    bad["feature_dim"] = "128"
+    with pytest.raises(ConfigError, match="feature_dim"):
+        ModelConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("nope")
+    with pytest.raises(dataclasses_error()):
+        cfg.feature_dim = 3  # frozen
+
+
+def dataclasses_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
