@@ -1,0 +1,99 @@
+"""``ptalker animate``: audio file(s) → animated face (npy, OBJ sequence, …)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import PtalkerError
+from .common import console, error, print_json, progress
+
+FORMATS = ("npy", "obj", "ply", "glb", "mp4")
+
+
+def _output_for(out: Path, audio: Path, fmt: str | None, many: bool) -> tuple[Path, str | None]:
+    if not many:
+        return out, fmt
+    fmt = fmt or "npy"
+    return (out / audio.stem if fmt in ("obj", "ply") else out / f"{audio.stem}.{fmt}"), fmt
+
+
+def animate(
+    audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
+                                "sequence); with several inputs, a folder that gets one output per input."),
+    model: str = typer.Option("tiny", "--model", "-m", help="Model name or model folder (e.g. a training run)."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
+                                          "training subject, its style. Unseen subjects get their style from the audio."),
+    style: Optional[str] = typer.Option(None, "--style", help="Style of another training subject, or a blend "
+                                        "ID:W,ID:W."),
+    style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the motion style from a "
+                                              "reference motion (.npy)."),
+    style_strength: float = typer.Option(1.0, "--style-strength", help="Scale of the personal style."),
+    template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
+                                           "with the model's vertex count."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
+                                      "(default: from the -o suffix)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Animate a face from speech."""
+    from ..export import detect_format, write_motion
+    from ..inference import Animator, load_model
+
+    if fmt is not None and fmt not in FORMATS + ("all",):
+        raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
+    many = len(audio) > 1
+    if many and output.suffix:
+        raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
+    animator = Animator(load_model(model, device))
+    results, failed = [], 0
+    with progress(quiet or as_json) as bar:
+        task = bar.add_task("animating", total=len(audio))
+        for path in audio:
+            bar.update(task, description=f"animating {path.name}")
+            t0 = time.perf_counter()
+            entry = {"input": str(path), "status": "ok"}
+            try:
+                res = animator.animate(path, subject=subject, style=style, style_from=style_from,
+                                       style_strength=style_strength, template=template)
+                out, out_fmt = _output_for(output, path, fmt, many)
+                topo = animator.template_for(res.subject or None, template)
+                video = (out_fmt or detect_format(out)) in ("mp4", "all")
+                written = write_motion(res.motion, topo, out, out_fmt, force=force,
+                                       **({"audio": path} if video else {}))
+                entry.update(
+                    output=[str(p) for p in written],
+                    frames=res.motion.num_frames,
+                    fps=res.motion.fps,
+                    seconds=round(time.perf_counter() - t0, 3),
+                    subject=res.subject,
+                    style=res.style,
+                )
+            except PtalkerError as exc:
+                failed += 1
+                entry.update(status="error", error=str(exc))
+                if not as_json:
+                    error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+                if not many:
+                    if as_json:
+                        print_json([entry])
+                    raise typer.Exit(1)
+            results.append(entry)
+            bar.advance(task)
+    if as_json:
+        print_json(results)
+    elif not quiet:
+        for e in results:
+            if e["status"] == "ok":
+                console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output'])} ({e['frames']} frames)",
+                              highlight=False)
+    if failed:
+        if not as_json:
+            error(f"{failed} of {len(audio)} inputs failed")
+        raise typer.Exit(1)

@@ -1,0 +1,150 @@
+"""`ptalker animate` end to end through the Typer app (in-process) and as a subprocess."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+from typer.testing import CliRunner
+
+from ptalker_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_animate_npy_and_sidecar(wav_file, tmp_path):
+    wav = wav_file(1.0)
+    out = tmp_path / "out.npy"
+    res = run("animate", wav, "--model", "tiny", "--subject", "S2", "-o", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    verts = np.load(out)
+    assert verts.shape == (24, 192, 3) and verts.dtype == np.float32
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["fps"] == 25.0 and side["subject"] == "S2" and side["style"] == "S2"
+
+
+def test_animate_obj_sequence(wav_file, tmp_path):
+    wav = wav_file(0.6)
+    out = tmp_path / "objs"
+    res = run("animate", wav, "--model", "tiny", "--subject", "S1", "-o", out, "--format", "obj", "--quiet")
+    assert res.exit_code == 0, res.output
+    files = sorted(out.glob("*.obj"))
+    assert len(files) == 14
+    mesh = trimesh.load(files[3], process=False)
+    assert mesh.vertices.shape == (192, 3)
+
+
+def test_obj_frames_equal_npy(wav_file, tmp_path):
+    wav = wav_file(0.6)
+    assert run("animate", wav, "-m", "tiny", "-s", "S3", "-o", tmp_path / "a.npy", "-q").exit_code == 0
+    assert run("animate", wav, "-m", "tiny", "-s", "S3", "-o", tmp_path / "b", "-f", "obj", "-q").exit_code == 0
+    verts = np.load(tmp_path / "a.npy")
+    frame5 = trimesh.load(sorted((tmp_path / "b").glob("*.obj"))[5], process=False).vertices
+    np.testing.assert_allclose(frame5, verts[5], atol=1e-5)
+
+
+def test_subject_modes(wav_file, tmp_path):
+    wav = wav_file(0.8)
+    outs = {}
+    for name, extra in {
+        "seen": ["--subject", "S1"],
+        "unseen": ["--subject", "U1"],
+        "style": ["--subject", "S1", "--style", "S2"],
+        "blend": ["--subject", "S1", "--style", "S1:0.5,S3:0.5", "--style-strength", "0.8"],
+    }.items():
+        out = tmp_path / f"{name}.npy"
+        res = run("animate", wav, "-m", "tiny", "-o", out, "-q", *extra)
+        assert res.exit_code == 0, res.output
+        outs[name] = np.load(out)
+    assert json.loads((tmp_path / "unseen.json").read_text())["style"] == "audio"
+    for a in outs:
+        for b in outs:
+            if a < b:
+                assert np.abs(outs[a] - outs[b]).max() > 1e-4, (a, b)
+
+
+def test_style_from_reference_motion(wav_file, tmp_path):
+    wav = wav_file(0.8)
+    ref = tmp_path / "ref.npy"
+    assert run("animate", wav_file(0.5, "r.wav", seed=3), "-m", "tiny", "-s", "S2", "-o", ref, "-q").exit_code == 0
+    out = tmp_path / "styled.npy"
+    res = run("animate", wav, "-m", "tiny", "-s", "S1", "--style-from", ref, "-o", out, "-q")
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.with_suffix(".json").read_text())["style"] == "reference:ref.npy"
+
+
+def test_unknown_subject_lists_known_ones(wav_file, tmp_path):
+    res = run("animate", wav_file(0.5), "-m", "tiny", "--subject", "F9", "-o", tmp_path / "x.npy", "-q")
+    assert res.exit_code == 1
+    assert "unknown subject 'F9'" in res.output and "S1, S2, S3" in res.output
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_many_inputs_keep_going_past_a_failure(wav_file, tmp_path):
+    good1, good2 = wav_file(0.5, "a.wav"), wav_file(0.5, "c.wav", seed=2)
+    bad = tmp_path / "b.wav"
+    bad.write_text("not audio")
+    out = tmp_path / "outs"
+    res = run("animate", good1, bad, good2, "-m", "tiny", "-o", out, "--json")
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert [r["status"] for r in report] == ["ok", "error", "ok"]
+    assert "b.wav" in report[1]["error"]
+    assert (out / "a.npy").exists() and (out / "c.npy").exists() and not (out / "b.npy").exists()
+
+
+def test_existing_output_needs_force(wav_file, tmp_path):
+    wav, out = wav_file(0.5), tmp_path / "o.npy"
+    assert run("animate", wav, "-m", "tiny", "-o", out, "-q").exit_code == 0
+    before = out.read_bytes()
+    res = run("animate", wav, "-m", "tiny", "-s", "S2", "-o", out, "-q")
+    assert res.exit_code == 1 and "--force" in res.output
+    assert out.read_bytes() == before
+    assert run("animate", wav, "-m", "tiny", "-s", "S2", "-o", out, "-q", "--force").exit_code == 0
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.wav", "not found"),
+        (lambda p: _write(p / "empty.wav", b""), "cannot read"),
+        (lambda p: _write(p / "t.wav", b"hello, not audio"), "cannot read"),
+        (lambda p: p, "directory"),
+    ],
+)
+def test_bad_audio_is_one_line_without_traceback(tmp_path, make, message):
+    path = make(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptalker_cli", "animate", str(path), "-m", "tiny", "-o", str(tmp_path / "o.npy")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 1
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_silent_audio_gives_a_still_face(tmp_path):
+    import soundfile as sf
+
+    wav = tmp_path / "silence.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)
+    res = run("animate", wav, "-m", "tiny", "-s", "S1", "-o", tmp_path / "s.npy", "-q")
+    assert res.exit_code == 0, res.output
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+
+
+def test_unknown_model_is_an_error(wav_file, tmp_path):
+    res = run("animate", wav_file(0.5), "-m", tmp_path / "nope", "-o", tmp_path / "o.npy")
+    assert res.exit_code == 1 and "not found" in res.output
