@@ -221,13 +221,19 @@ class PTalker(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, audio: Tensor, vertices: Tensor, template: Tensor, subject_index: Tensor,
-                audio_lengths: Tensor | None = None, frame_mask: Tensor | None = None) -> ForwardOutput:
+                audio_lengths: Tensor | None = None, frame_mask: Tensor | None = None,
+                inputs: Tensor | None = None) -> ForwardOutput:
         """Teacher-forced pass.
 
         audio (B, L) raw 16-kHz waveforms (normalized here per utterance), vertices
         (B, T, V, 3) ground truth, template (B, V, 3), subject_index (B,) with −1 for
         subjects outside the training identities. Frames the audio does not cover are
         dropped from ``frame_mask`` (the research code truncates likewise).
+
+        ``inputs`` (B, T, V, 3), default ``vertices``: the frames fed back (shifted by one)
+        to the decoder and the motion encoders. Scheduled sampling passes a mix of ground
+        truth and the model's own predictions here; the prediction of frame ``t`` only
+        ever depends on ``inputs[:, :t]``.
         """
         b, t = vertices.shape[:2]
         device = vertices.device
@@ -248,7 +254,8 @@ class PTalker(nn.Module):
             weights = weights * keep
         s_p = self.identity(weights)
 
-        disp = (vertices - template.unsqueeze(1)) * frame_mask[..., None, None]
+        source = vertices if inputs is None else inputs
+        disp = (source - template.unsqueeze(1)) * frame_mask[..., None, None]
         disp_in = shift_right(disp)
         c, tokens, running, clip = self.motion_codes(disp_in, frame_mask)
         motion_in = self._motion_terms(c, running, b, t)
