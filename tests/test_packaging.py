@@ -38,5 +38,10 @@ def test_console_script_and_module_entry_point():
 
 
 def test_shipped_data_keep_license_and_provenance():
-    for folder in [ROOT / "templates" / "ict"]:
+    for folder in [
+        ROOT / "templates" / "ict",
+        ROOT / "ptalker_cli" / "data" / "synth" / "assets",
+        ROOT / "ptalker_cli" / "data" / "regions" / "biwi",
+        ROOT / "ptalker_cli" / "data" / "regions" / "vocaset",
+    ]:
         assert (folder / "LICENSE").exists() and (folder / "PROVENANCE.md").exists()

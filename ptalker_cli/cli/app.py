@@ -19,6 +19,13 @@ app = typer.Typer(
 )
 app.command("animate")(animate)
 
+try:
+    from .eval_cmd import eval_command
+
+    app.command("eval")(eval_command)
+except ImportError:  # pragma: no cover
+    pass
+
 try:  # commands whose modules may be absent in a partial checkout are optional
     from .render_cmd import render
 
@@ -27,7 +34,9 @@ except ImportError:  # pragma: no cover
     pass
 try:
     from .data_cmd import data_app
+    from .synth_cmd import synth
 
+    data_app.command("synth")(synth)
     app.add_typer(data_app, name="data", help="Prepare and check datasets.")
 except ImportError:  # pragma: no cover
     pass

@@ -208,11 +208,18 @@ class DecoderLayer(nn.Module):
 
 @dataclass
 class DecoderState:
-    """Everything incremental decoding keeps between steps."""
+    """Everything incremental decoding keeps between steps.
+
+    ``ppe`` is the (period, d) encoding table; ``bias`` holds, for each head, the
+    penalty of every distance m = T−1 … 0 (reversed), so the bias row of query ``t``
+    over keys ``0 … t`` is the slice ``bias[..., T−1−t:]``: no per-step construction.
+    """
 
     memory_kv: list[tuple[Tensor, Tensor]]
     caches: list[KVCache] = field(default_factory=list)
     position: int = 0
+    ppe: Tensor | None = None
+    bias: Tensor | None = None
 
 
 class MotionDecoder(nn.Module):
@@ -229,7 +236,10 @@ class MotionDecoder(nn.Module):
         if memory.shape[1] % self.k:
             raise ValueError(f"speech features ({memory.shape[1]}) must be a multiple of {self.k} frames")
         kv = [layer.multihead_attn.memory_kv(memory, self.k) for layer in self.layers]
-        return DecoderState(kv, [KVCache() for _ in self.layers], 0)
+        frames = memory.shape[1] // self.k
+        ppe = periodic_positional_encoding(self.period, self.dim, self.period, 0, memory.device, memory.dtype)
+        last_row = biased_causal_bias(self.heads, 1, frames, self.period, frames - 1, memory.device, memory.dtype)
+        return DecoderState(kv, [KVCache() for _ in self.layers], 0, ppe, last_row)
 
     def forward(self, tokens: Tensor, memory: Tensor) -> Tensor:
         """Teacher-forced pass: (B, T, d) input tokens → (B, T, d) hidden states."""
@@ -243,8 +253,12 @@ class MotionDecoder(nn.Module):
     def step(self, token: Tensor, state: DecoderState) -> Tensor:
         """One incremental step: (B, 1, d) token at ``state.position`` → (B, 1, d) hidden state."""
         t = state.position
-        x = self.ppe(token, offset=t)
-        bias = biased_causal_bias(self.heads, 1, t + 1, self.period, t, x.device, x.dtype)
+        if state.bias is not None and t < state.bias.shape[-1]:
+            x = self.ppe.dropout(token + state.ppe[t % self.period])
+            bias = state.bias[..., state.bias.shape[-1] - 1 - t:]
+        else:  # past the prepared length (not used by PTalker.generate): build them
+            x = self.ppe(token, offset=t)
+            bias = biased_causal_bias(self.heads, 1, t + 1, self.period, t, x.device, x.dtype)
         for layer, (mk, mv), cache in zip(self.layers, state.memory_kv, state.caches):
             x = layer(x, bias, mk, mv, t, cache)
         state.position = t + 1
