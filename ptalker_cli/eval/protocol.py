@@ -1,0 +1,596 @@
+"""The evaluation protocol: predict (or load) every sequence of a split, compare, aggregate.
+
+:func:`evaluate` animates each sequence with a model through
+:class:`ptalker_cli.inference.Animator` (the code behind ``ptalker animate``);
+:func:`evaluate_predictions` scores existing ``.npy`` predictions from any method.
+Both compare with the same functions (:mod:`ptalker_cli.eval.metrics`) and return an
+:class:`EvalResult` holding the protocol, per-sequence and per-subject rows and the
+overall numbers. docs/evaluation.md describes every rule; the protocol dictionary
+records the ones used for a run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import PtalkerError
+from . import metrics as M
+from .paper import tables_for
+from .regions import Region, dataset_kind, resolve_region
+
+UNSEEN_STYLES = ("audio", "average", "blend")
+DEFAULT_UNSEEN_STYLE = "audio"
+
+#: Display scaling of the paper (value shown = raw / scale): LVE, FDD.
+PAPER_SCALES = {"biwi": (1e-4, 1e-5), "vocaset": (1e-5, 1e-7)}
+
+FRAME_RULE = (
+    "prediction and ground truth start at the audio's first sample; when their lengths differ both are "
+    "truncated to the shorter one (frames 0..n-1 of each; the longer one's tail is dropped and counted)"
+)
+UNSEEN_RULES = {
+    "audio": "style from the audio alone (no identity style: zero identity weights), the model's unseen-subject mode",
+    "average": "mean (per vertex and frame) of the predictions conditioned on each training identity in turn "
+               "(the research code's convention of one prediction per training identity, then averaged)",
+    "blend": "one prediction with the identity style weights averaged uniformly over the training identities",
+}
+METRIC_DEFINITIONS = {
+    "lve": "per frame, max over lip vertices of the squared L2 error; mean over all frames of all sequences "
+           "pooled (long sequences weigh more). lve_sequence_mean: mean of the per-sequence LVEs",
+    "fdd": "dyn(M) = mean over upper-face vertices of the population std over time of |M_t,v - template_v|^2; "
+           "FDD_seq = dyn(GT) - dyn(pred); reported FDD = signed mean over sequences (> 0: prediction less "
+           "dynamic than GT); fdd_abs = mean of |FDD_seq|",
+    "mve": "mean over frames and all vertices of the L2 error (norm, not squared); frames pooled",
+    "lrp": "not computed: see docs/evaluation.md (needs a per-dataset lip-reading network; definition not "
+           "recoverable)",
+}
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class SequenceResult:
+    """One sequence's comparison (raw data units)."""
+
+    name: str
+    subject: str
+    seen: bool
+    condition: str
+    frames_gt: int
+    frames_pred: int
+    frames: int  # compared
+    dropped_pred: int
+    dropped_gt: int
+    lve: float | None
+    mve: float
+    fdd: float | None
+    dyn_gt: float | None
+    dyn_pred: float | None
+    lve_frame_sum: float | None = None
+    mve_frame_sum: float = 0.0
+    prediction: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation produced; :mod:`ptalker_cli.eval.report` prints and writes it."""
+
+    protocol: dict[str, Any]
+    sequences: list[SequenceResult]
+    subjects: dict[str, dict[str, Any]]
+    overall: dict[str, Any]
+    paper_tables: list[Any] = field(default_factory=list)
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        u = self.protocol["units"]
+        return float(u["lve_scale"]), float(u["fdd_scale"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "overall": self.overall,
+            "subjects": self.subjects,
+            "sequences": [s.to_json() for s in self.sequences],
+            "paper_reference": {
+                "note": "the PTalker paper's numbers, NOT ours; in the paper's display units",
+                "tables": [t.to_json() for t in self.paper_tables],
+            },
+        }
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_sequence(
+    name: str,
+    subject: str,
+    pred,
+    gt,
+    template,
+    lip: Region,
+    upper: Region,
+    *,
+    seen: bool,
+    condition: str,
+    prediction: str = "",
+) -> tuple[SequenceResult, np.ndarray, np.ndarray]:
+    """Compare one prediction with its ground truth; returns the row and the truncated pair."""
+    p, g, cut = M.truncate(pred, gt)
+    if cut.frames == 0:
+        raise PtalkerError(f"{name}: no frames to compare (prediction {p.shape[0] + cut.dropped_pred}, "
+                           f"ground truth {g.shape[0] + cut.dropped_gt} frames)")
+    lve_frames = M.lve_per_frame(p, g, lip.ids) if lip.ids is not None else None
+    mve_frames = M.mve_per_frame(p, g)
+    dyn_gt = dyn_pred = fdd = None
+    if upper.ids is not None:
+        dyn_gt = M.dynamics(g, template, upper.ids)
+        dyn_pred = M.dynamics(p, template, upper.ids)
+        fdd = dyn_gt - dyn_pred
+    row = SequenceResult(
+        name=name, subject=subject, seen=seen, condition=condition,
+        frames_gt=cut.frames + cut.dropped_gt, frames_pred=cut.frames + cut.dropped_pred, frames=cut.frames,
+        dropped_pred=cut.dropped_pred, dropped_gt=cut.dropped_gt,
+        lve=None if lve_frames is None else float(lve_frames.mean()),
+        mve=float(mve_frames.mean()), fdd=fdd, dyn_gt=dyn_gt, dyn_pred=dyn_pred,
+        lve_frame_sum=None if lve_frames is None else float(lve_frames.sum()),
+        mve_frame_sum=float(mve_frames.sum()), prediction=prediction,
+    )
+    return row, p, g
+
+
+def aggregate(rows: list[SequenceResult]) -> dict[str, Any]:
+    """Overall numbers of a set of rows (pooled LVE/MVE, signed and absolute FDD)."""
+    if not rows:
+        return {"sequences": 0}
+    frames = sum(r.frames for r in rows)
+    out: dict[str, Any] = {
+        "sequences": len(rows),
+        "frames": frames,
+        "frames_dropped": sum(r.dropped_pred + r.dropped_gt for r in rows),
+        "sequences_truncated": sum(1 for r in rows if r.dropped_pred or r.dropped_gt),
+        "lve": None, "lve_sequence_mean": None,
+        "fdd": None, "fdd_abs": None, "dyn_gt": None, "dyn_pred": None,
+        "mve": sum(r.mve_frame_sum for r in rows) / frames,
+        "mve_sequence_mean": float(np.mean([r.mve for r in rows])),
+    }
+    if all(r.lve is not None for r in rows):
+        out["lve"] = sum(r.lve_frame_sum for r in rows) / frames  # pooled over all frames
+        out["lve_sequence_mean"] = float(np.mean([r.lve for r in rows]))
+    if all(r.fdd is not None for r in rows):
+        out["fdd"] = M.fdd_mean([r.fdd for r in rows])
+        out["fdd_abs"] = M.fdd_abs_mean([r.fdd for r in rows])
+        out["dyn_gt"] = float(np.mean([r.dyn_gt for r in rows]))
+        out["dyn_pred"] = float(np.mean([r.dyn_pred for r in rows]))
+    return out
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class _Setup:
+    root: Path
+    dataset: Any  # TalkingHeadDataset
+    split: str
+    names: list[str]
+    kind: str | None
+    lip: Region
+    upper: Region
+    topology: Any  # mesh.Topology or None (faces, for videos)
+    notes: list[str]
+
+
+def default_split(manifest) -> str:
+    for s in ("test-a", "test"):
+        if s in manifest.splits:
+            return s
+    known = ", ".join(sorted(manifest.splits)) or "none"
+    raise PtalkerError(f"the dataset has no 'test-a' or 'test' split; choose one with --split (known splits: {known})")
+
+
+def _setup(dataset_root, split, lip_region, upper_face_region) -> _Setup:
+    from ..data.dataset import TalkingHeadDataset
+    from ..data.layout import DatasetLayout
+    from ..mesh import Topology
+
+    root = Path(dataset_root).expanduser()
+    if not root.is_dir():
+        raise PtalkerError(f"dataset folder {root} does not exist")
+    layout = DatasetLayout(root)
+    manifest = layout.manifest()
+    split = split or default_split(manifest)
+    ds = TalkingHeadDataset(root, split, load_audio=False, require_audio=False)
+    if not ds.names:
+        raise PtalkerError(f"split '{split}' of {root} selects no sequence; check the split rule and vertices_npy/")
+    kind = dataset_kind(manifest.name, manifest.topology, manifest.num_vertices)
+    topology = None
+    topo_regions: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    if (layout.topology_dir / "topology.json").is_file():
+        topology = Topology.load_saved(layout.topology_dir)
+        topo_regions = dict(topology.regions)
+    regions = {}
+    for name, choice in (("lip", lip_region), ("upper_face", upper_face_region)):
+        regions[name] = resolve_region(
+            name, manifest.num_vertices, choice=choice, root=root, manifest_regions=manifest.regions,
+            topology_regions=topo_regions, kind=kind)
+    if regions["lip"].ids is None:
+        notes.append("no lip region: LVE not computed (give --lip-region or list regions.lip in dataset.json)")
+    if regions["upper_face"].ids is None:
+        hint = " (none ships for FLAME/VOCASET; see docs/evaluation.md)" if kind == "vocaset" else ""
+        notes.append(f"no upper-face region: FDD not computed{hint}")
+    if kind == "vocaset":
+        notes.append("VOCASET: the paper does not document its lip / upper-face lists; LVE and FDD depend on the "
+                     "region choice recorded here and are not strictly comparable with the paper's")
+        if abs(manifest.fps - 30.0) > 1e-6:
+            notes.append(f"VOCASET at {manifest.fps:g} fps; the paper's protocol uses 30 fps (every second frame)")
+    if topology is not None:  # the faces, with the regions this evaluation uses
+        topology = Topology(topology.name, topology.vertices, topology.faces,
+                            {k: r.ids for k, r in regions.items() if r.ids is not None}, topology.units)
+    split_label = split if isinstance(split, str) else "custom"
+    return _Setup(root, ds, split_label, list(ds.names), kind, regions["lip"], regions["upper_face"], topology,
+                  notes)
+
+
+def _units(setup: _Setup) -> dict[str, Any]:
+    m = setup.dataset.manifest
+    if setup.kind in PAPER_SCALES:
+        lve_s, fdd_s = PAPER_SCALES[setup.kind]
+        label = "BIWI" if setup.kind == "biwi" else "VOCASET"
+        scaling = f"paper ({label}): LVE x1e{round(math.log10(lve_s))}, FDD x1e{round(math.log10(fdd_s))}"
+    else:
+        lve_s, fdd_s = 1.0, 1.0
+        scaling = "raw: no paper scaling for this dataset (not BIWI or VOCASET)"
+    return {
+        "data": m.units,
+        "lve_scale": lve_s,
+        "fdd_scale": fdd_s,
+        "scaling": scaling,
+        "display": "displayed LVE/FDD = raw value / scale; raw values are squared data units",
+        "mve": f"data units ({m.units}), unscaled",
+    }
+
+
+def _protocol(setup: _Setup, mode: str, source: dict[str, Any], conditions: dict[str, str],
+              unseen_rule: str, seen_rule: str, rows: list[SequenceResult], extra_notes: list[str]) -> dict[str, Any]:
+    from .. import __version__
+
+    m = setup.dataset.manifest
+    subjects = sorted({r.subject for r in rows})
+    return {
+        "ptalker_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": mode,
+        "source": source,
+        "dataset": {
+            "root": str(setup.root), "name": m.name, "kind": setup.kind or "unknown", "topology": m.topology,
+            "fps": m.fps, "units": m.units, "num_vertices": m.num_vertices,
+            "train_subjects": list(m.train_subjects),
+        },
+        "split": {"name": setup.split, "sequences": len(rows), "subjects": subjects,
+                  "rule": m.splits[setup.split].to_json() if setup.split in m.splits else sorted(setup.names)},
+        "conditioning": {"seen": seen_rule, "unseen": unseen_rule, "per_sequence": conditions},
+        "template": "the dataset's templates/<subject>.npy (the ground truth's own neutral face) for every "
+                    "sequence; FDD displacements are taken from it",
+        "frames": {
+            "rule": FRAME_RULE,
+            "dropped_total": sum(r.dropped_pred + r.dropped_gt for r in rows),
+            "dropped_pred": sum(r.dropped_pred for r in rows),
+            "dropped_gt": sum(r.dropped_gt for r in rows),
+            "sequences_truncated": sum(1 for r in rows if r.dropped_pred or r.dropped_gt),
+        },
+        "regions": {"lip": setup.lip.to_json(), "upper_face": setup.upper.to_json()},
+        "units": _units(setup),
+        "metrics": dict(METRIC_DEFINITIONS),
+        "notes": setup.notes + extra_notes,
+    }
+
+
+def _finish(setup: _Setup, rows: list[SequenceResult], protocol: dict[str, Any]) -> EvalResult:
+    subjects: dict[str, dict[str, Any]] = {}
+    for subj in sorted({r.subject for r in rows}):
+        mine = [r for r in rows if r.subject == subj]
+        subjects[subj] = {"seen": mine[0].seen, **aggregate(mine)}
+    overall = aggregate(rows)
+    if any(r.seen for r in rows) and any(not r.seen for r in rows):
+        overall["seen"] = aggregate([r for r in rows if r.seen])
+        overall["unseen"] = aggregate([r for r in rows if not r.seen])
+    return EvalResult(protocol, rows, subjects, overall, tables_for(setup.kind, setup.split))
+
+
+def _render(videos_dir: Path | None, name: str, pred: np.ndarray, gt: np.ndarray, fps: float, setup: _Setup,
+            audio: Path | None, notes: list[str], state: dict) -> None:
+    """Optional evaluation video; disables itself (with a note) when the renderer is unavailable."""
+    if videos_dir is None or state.get("off"):
+        return
+    if setup.topology is None:
+        notes.append("videos skipped: the dataset has no topology/ (faces)")
+        state["off"] = True
+        return
+    try:
+        from ..export import render_video
+        from ..motion import Motion
+    except ImportError as exc:
+        notes.append(f"videos skipped: renderer not available ({exc})")
+        state["off"] = True
+        return
+    try:
+        render_video(Motion(pred.astype(np.float32), fps, setup.topology.name),
+                     setup.topology, Path(videos_dir) / f"{name}.mp4",
+                     audio=audio if audio is not None and audio.exists() else None,
+                     side_by_side=Motion(gt.astype(np.float32), fps, setup.topology.name),
+                     error_heatmap=True, force=True)
+    except (PtalkerError, ImportError, TypeError) as exc:
+        notes.append(f"videos skipped: {exc}")
+        state["off"] = True
+
+
+# --------------------------------------------------------------------------- model mode
+
+
+def evaluate(
+    model,
+    dataset_root: str | Path,
+    split: str | None = None,
+    *,
+    unseen_style: str = DEFAULT_UNSEEN_STYLE,
+    lip_region: str | Path | None = None,
+    upper_face_region: str | Path | None = None,
+    device: str | None = None,
+    save_predictions: str | Path | None = None,
+    videos_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> EvalResult:
+    """Predict every sequence of ``split`` with ``model`` and score it.
+
+    Args:
+        model: a :class:`~ptalker_cli.model.ptalker.PTalker`, or a name / folder for
+            :func:`~ptalker_cli.inference.load_model`.
+        split: a split of the dataset manifest (default ``test-a``, else ``test``).
+        unseen_style: conditioning of subjects that are not in the model's
+            ``train_subjects``: ``audio`` (default), ``average`` or ``blend`` (see
+            :data:`UNSEEN_RULES`). Seen subjects always get their own identity style.
+        lip_region, upper_face_region: override the regions (path, shipped choice, ``none``).
+        save_predictions: folder to write ``<sequence>.npy`` predictions to (re-score
+            them later with :func:`evaluate_predictions`).
+        videos_dir: folder for evaluation videos (prediction beside ground truth, error
+            heat map); skipped with a note when the renderer is unavailable.
+        progress: called as ``progress(done, total, sequence_name)``.
+    """
+    from ..inference import Animator, load_model
+    from ..motion import Motion
+
+    if unseen_style not in UNSEEN_STYLES:
+        raise PtalkerError(f"unknown unseen style '{unseen_style}'; choose one of: {', '.join(UNSEEN_STYLES)}")
+    spec = str(model) if not hasattr(model, "config") else None
+    if spec is not None:
+        model = load_model(spec, device or "auto")
+    animator = Animator(model, device)
+    cfg = model.config
+    setup = _setup(dataset_root, split, lip_region, upper_face_region)
+    manifest = setup.dataset.manifest
+    if cfg.num_vertices != manifest.num_vertices:
+        raise PtalkerError(f"the model animates {cfg.num_vertices} vertices but the dataset has "
+                           f"{manifest.num_vertices}; evaluate a model trained on this mesh")
+    if abs(float(cfg.fps) - float(manifest.fps)) > 1e-6:
+        raise PtalkerError(f"the model runs at {cfg.fps:g} fps but the dataset at {manifest.fps:g} fps; "
+                           "frames would not correspond")
+    train = list(cfg.train_subjects)
+    unseen_subjects = sorted({s for s in setup.dataset.subjects if s not in train})
+    if unseen_subjects and unseen_style in ("average", "blend") and not train:
+        raise PtalkerError("the model has no training identities to average; use --unseen-style audio")
+    layout = setup.dataset.layout
+    missing_audio = [n for n in setup.names if not layout.wav_path(n).exists()]
+    if missing_audio:
+        raise PtalkerError(f"{len(missing_audio)} sequence(s) of split '{setup.split}' have no audio in "
+                           f"{layout.wav_dir} (e.g. {missing_audio[0]}); the model needs it")
+    extra_notes: list[str] = []
+    if list(manifest.train_subjects) != train and set(manifest.train_subjects) & set(train):
+        extra_notes.append(f"the dataset's train_subjects order {list(manifest.train_subjects)} differs from "
+                           f"the model's {train}; identities are matched by name")
+    save_dir = Path(save_predictions) if save_predictions is not None else None
+    rows: list[SequenceResult] = []
+    conditions: dict[str, str] = {}
+    state: dict = {}
+    total = len(setup.names)
+    for i, name in enumerate(setup.names):
+        if progress:
+            progress(i, total, name)
+        subject = setup.dataset.subjects[i]
+        template = setup.dataset.template(subject)
+        tmpl_topo = model.topology.with_vertices(template)
+        wav = layout.wav_path(name)
+        seen = subject in train
+        if seen:
+            res = animator.animate(wav, subject=subject, template=tmpl_topo)
+            pred, condition = res.motion.vertices, subject
+        elif unseen_style == "audio":
+            # subject=None with empty style weights: the audio-only style (zero identity weights),
+            # for any subject name, known to the model or not
+            res = animator.animate(wav, style={}, template=tmpl_topo)
+            pred, condition = res.motion.vertices, "audio"
+        elif unseen_style == "average":
+            preds = [animator.animate(wav, style=s, template=tmpl_topo).motion.vertices for s in train]
+            pred = np.mean(np.stack(preds), axis=0)
+            condition = f"average({','.join(train)})"
+        else:
+            w = 1.0 / len(train)
+            pred = animator.animate(wav, style={s: w for s in train}, template=tmpl_topo).motion.vertices
+            condition = "blend(uniform)"
+        gt = setup.dataset.vertices(name)
+        row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
+                                   seen=seen, condition=condition, prediction="model")
+        rows.append(row)
+        conditions[name] = condition
+        if save_dir is not None:
+            Motion(np.asarray(pred, dtype=np.float32), float(cfg.fps), manifest.topology,
+                   {"subject": subject, "condition": condition, "model": cfg.name}).save(save_dir / f"{name}.npy")
+        _render(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup, wav, extra_notes, state)
+    if progress:
+        progress(total, total, "")
+    source = {
+        "model": spec or cfg.name, "model_name": cfg.name, "train_subjects": train,
+        "template_subjects": list(cfg.template_subjects), "fps": cfg.fps,
+        "inference": "ptalker_cli.inference.Animator (the code of 'ptalker animate')",
+    }
+    if save_dir is not None:
+        source["predictions_saved_to"] = str(save_dir)
+    seen_rule = "the subject's own identity style (its one-hot in the model's train_subjects)"
+    unseen_rule = f"{unseen_style}: {UNSEEN_RULES[unseen_style]}"
+    if not unseen_subjects:
+        unseen_rule += " (no unseen subject in this split)"
+    protocol = _protocol(setup, "model", source, conditions, unseen_rule, seen_rule, rows, extra_notes)
+    protocol["conditioning"]["unseen_style"] = unseen_style
+    return _finish(setup, rows, protocol)
+
+
+# --------------------------------------------------------------------------- predictions mode
+
+_COND = "_condition_"
+
+
+def index_predictions(pred_dir: Path, names: list[str]) -> dict[str, dict[str, Path]]:
+    """``{sequence: {"": path of <seq>.npy, subject: path of <seq>_condition_<subject>.npy}}``."""
+    wanted = set(names)
+    out: dict[str, dict[str, Path]] = {}
+    for p in sorted(pred_dir.glob("*.npy")):
+        stem = p.stem
+        if stem in wanted:
+            out.setdefault(stem, {})[""] = p
+            continue
+        for m in re.finditer(re.escape(_COND), stem):
+            seq, cond = stem[: m.start()], stem[m.end():]
+            if seq in wanted and cond:
+                out.setdefault(seq, {})[cond] = p
+                break
+    return out
+
+
+def _load_prediction(path: Path, num_vertices: int) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several kinds
+        raise PtalkerError(f"cannot read prediction {path}: {exc}") from None
+    try:
+        m = M.as_motion(arr, f"prediction {path}")
+    except M.MetricError as exc:
+        raise PtalkerError(str(exc)) from None
+    if m.shape[1] != num_vertices:
+        raise PtalkerError(f"prediction {path} has {m.shape[1]} vertices per frame but the dataset has "
+                           f"{num_vertices}; predictions must be absolute vertex positions on the dataset's mesh")
+    if not np.isfinite(m).all():
+        raise PtalkerError(f"prediction {path} has NaN or infinite values")
+    return m
+
+
+def evaluate_predictions(
+    pred_dir: str | Path,
+    dataset_root: str | Path,
+    split: str | None = None,
+    *,
+    lip_region: str | Path | None = None,
+    upper_face_region: str | Path | None = None,
+    videos_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> EvalResult:
+    """Score existing predictions: one ``.npy`` per sequence of ``split`` in ``pred_dir``.
+
+    Files are absolute vertex positions, (T, V, 3) or (T, V*3), in the dataset's units,
+    frame of reference and frame rate. Per sequence the file used is
+
+    1. ``<sequence>.npy`` when present;
+    2. else, for a subject in the dataset's ``train_subjects`` (seen),
+       ``<sequence>_condition_<subject>.npy`` (the research code's naming);
+    3. else, for an unseen subject, the mean of all ``<sequence>_condition_*.npy``
+       (the research code writes one per training identity).
+
+    A sequence with none of these is an error that names it.
+    """
+    pred_dir = Path(pred_dir).expanduser()
+    if not pred_dir.is_dir():
+        raise PtalkerError(f"predictions folder {pred_dir} does not exist")
+    setup = _setup(dataset_root, split, lip_region, upper_face_region)
+    manifest = setup.dataset.manifest
+    train = set(manifest.train_subjects)
+    index = index_predictions(pred_dir, setup.names)
+    chosen: dict[str, tuple[list[Path], str]] = {}
+    missing: list[str] = []
+    for name, subject in zip(setup.names, setup.dataset.subjects):
+        files = index.get(name, {})
+        if "" in files:
+            chosen[name] = ([files[""]], "file")
+        elif subject in train and subject in files:
+            chosen[name] = ([files[subject]], subject)
+        elif subject not in train and files:
+            conds = sorted(files)
+            chosen[name] = ([files[c] for c in conds], f"average({','.join(conds)})")
+        else:
+            missing.append(name)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise PtalkerError(
+            f"no prediction in {pred_dir} for {len(missing)} of {len(setup.names)} sequence(s) of split "
+            f"'{setup.split}': {shown}; expected <sequence>.npy (or <sequence>_condition_<subject>.npy)")
+    rows: list[SequenceResult] = []
+    conditions: dict[str, str] = {}
+    notes: list[str] = []
+    state: dict = {}
+    total = len(setup.names)
+    for i, name in enumerate(setup.names):
+        if progress:
+            progress(i, total, name)
+        subject = setup.dataset.subjects[i]
+        paths, condition = chosen[name]
+        preds = [_load_prediction(p, manifest.num_vertices) for p in paths]
+        if len({p.shape[0] for p in preds}) > 1:
+            n = min(p.shape[0] for p in preds)
+            preds = [p[:n] for p in preds]
+        pred = preds[0] if len(preds) == 1 else np.mean(np.stack(preds), axis=0)
+        template = setup.dataset.template(subject)
+        gt = setup.dataset.vertices(name)
+        row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
+                                   seen=subject in train, condition=condition,
+                                   prediction=", ".join(x.name for x in paths))
+        rows.append(row)
+        conditions[name] = condition
+        _render(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup,
+                setup.dataset.layout.wav_path(name), notes, state)
+    if progress:
+        progress(total, total, "")
+    used = {Path(x) for paths, _ in chosen.values() for x in paths}
+    unused = sorted(p.name for p in pred_dir.glob("*.npy") if p not in used)
+    if unused:
+        notes.append(f"{len(unused)} .npy file(s) in {pred_dir} were not used (e.g. {unused[0]})")
+    source = {"predictions": str(pred_dir), "files_used": len(used)}
+    seen_rule = ("<sequence>.npy, else <sequence>_condition_<subject>.npy (the subject's own identity; "
+                 "seen = in the dataset's train_subjects)")
+    unseen_rule = "<sequence>.npy, else the mean of all <sequence>_condition_*.npy files"
+    protocol = _protocol(setup, "predictions", source, conditions, unseen_rule, seen_rule, rows, notes)
+    return _finish(setup, rows, protocol)
+
+
+__all__ = [
+    "DEFAULT_UNSEEN_STYLE",
+    "EvalResult",
+    "PAPER_SCALES",
+    "SequenceResult",
+    "UNSEEN_RULES",
+    "UNSEEN_STYLES",
+    "aggregate",
+    "default_split",
+    "evaluate",
+    "evaluate_predictions",
+    "index_predictions",
+    "score_sequence",
+]
