@@ -22,7 +22,8 @@ Speed design (BIWI: 23,370 vertices, 69,440 edges, degree 3-7):
   loaded with ``ctypes``; online max / exp / weighted sum over the ``K`` slots, OpenMP over
   vertices).  If no compiler is available, or autograd is needed (training), a pure-PyTorch
   path is used; the two agree to float32 round-off.  The pure-PyTorch path processes frames in
-  chunks (``chunk_frames``) to bound memory.
+  chunks (``chunk_frames``) to bound memory.  Set ``PTALKER_NO_NATIVE=1`` to disable the kernel;
+  ``CC`` picks the compiler, ``PTALKER_CACHE_DIR`` the build cache (default ~/.cache/ptalker).
 
 The math of :class:`GraphAttentionLayer` equals ``torch_geometric.nn.GATConv`` with
 ``add_self_loops=True`` (negative slope 0.2, concatenated heads, bias); see
@@ -34,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -105,12 +107,12 @@ _C_SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
-/* exp(x) for x <= ~0 (softmax numerators, ELU): 2^(x log2 e) = 2^n * 2^r, r in [-.5, .5],
-   degree-6 polynomial (rel. error ~2e-7); inlined so that the slot loops vectorise. */
+/* Layout convention: a feature tensor is (Vf, Hf, F, ld) float32, row (= one channel of one
+   vertex) stride ld, frames contiguous; only the first N entries of each row are used. */
+
+/* exp(x) = 2^n * 2^r, r in [-.5, .5], degree-6 polynomial (rel. error ~2e-7); arguments are
+   <= 0 here (softmax numerators after max subtraction, ELU's negative branch). */
 static inline float fexp(float x) {
     float t = x * 1.4426950408889634f;
     t = t < -126.f ? -126.f : (t > 126.f ? 126.f : t);
@@ -125,42 +127,8 @@ static inline float fexp(float x) {
     p = p * r + 1.0f;
     const int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
-    __builtin_memcpy(&scale, &bits, sizeof scale);
+    memcpy(&scale, &bits, sizeof scale);
     return p * scale;
-}
-
-/* out (cols, rows) = in (rows, cols)ᵀ, blocked */
-void transpose_f32(const float* in, int64_t rows, int64_t cols, float* out, int nthreads) {
-    const int64_t B = 32;
-    #pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
-    for (int64_t cb = 0; cb < cols; cb += B) {
-        const int64_t ce = cb + B < cols ? cb + B : cols;
-        for (int64_t rb = 0; rb < rows; rb += B) {
-            const int64_t re = rb + B < rows ? rb + B : rows;
-            for (int64_t c = cb; c < ce; ++c)
-                for (int64_t r = rb; r < re; ++r)
-                    out[c * rows + r] = in[r * cols + c];
-        }
-    }
-}
-
-/* f: (Vf, Hf, F, N) features; s: (Vf, H, N) out; a: (H, F); Hf in {1, H} */
-void gat_scores(const float* f, int64_t Vf, int H, int Hf, int F, int64_t N,
-                const float* a, float* s, int nthreads) {
-    #pragma omp parallel for schedule(dynamic, 512) num_threads(nthreads)
-    for (int64_t u = 0; u < Vf; ++u) {
-        for (int h = 0; h < H; ++h) {
-            const float* fu = f + ((u * Hf + (Hf == 1 ? 0 : h)) * (int64_t)F) * N;
-            float* su = s + (u * H + h) * N;
-            for (int64_t n = 0; n < N; ++n) su[n] = 0.f;
-            for (int c = 0; c < F; ++c) {
-                const float w = a[h * F + c];
-                const float* fc = fu + c * N;
-                #pragma omp simd
-                for (int64_t n = 0; n < N; ++n) su[n] += w * fc[n];
-            }
-        }
-    }
 }
 
 /* ---- 16-wide vectors (GCC/Clang vector extensions; AVX-512 with -march=native) ---- */
@@ -177,7 +145,7 @@ static inline vf vlrelu(vf z, float s) { return vsel(z > vbcast(0.f), z, z * s);
 static inline vf vexp(vf x) {
     vf t = x * 1.4426950408889634f;
     t = vmin(vmax(t, vbcast(-126.f)), vbcast(126.f));
-    const vi k = __builtin_convertvector(t + 128.5f, vi);   /* floor(t + .5) + 128, positive */
+    const vi k = __builtin_convertvector(t + 128.5f, vi);   /* floor(t + .5) + 128 (> 0) */
     const vf r = t - (__builtin_convertvector(k, vf) - 128.f);
     vf p = vbcast(1.5353362e-4f);
     p = p * r + 1.3398874e-3f;
@@ -189,32 +157,67 @@ static inline vf vexp(vf x) {
     return p * (vf)((k - 1) << 23);
 }
 
-/* Attention-weighted aggregation over the K neighbour slots (pads: index < 0).
-   f: (Vf, Hf, F, N); ssrc: (Vf, H, N); sdst: (V, H, N); nbr: (V, K)
-   P: (H, O, F) post-aggregation matrix or NULL (then O == F)
-   bias: (concat ? H*O : O) or NULL; out: (V, concat ? H*O : O, N).
-   Loop order: vertex -> head -> 16 frames (one vector) -> slot, so the running max, the
-   softmax denominator and the F weighted sums stay in registers. */
-#define FMAX 16
+/* out (cols, rows) = in (rows, cols)^T, blocked */
+void transpose_f32(const float* in, int64_t rows, int64_t cols, float* out, int nthreads) {
+    const int64_t B = 32;
+    #pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads)
+    for (int64_t cb = 0; cb < cols; cb += B) {
+        const int64_t ce = cb + B < cols ? cb + B : cols;
+        for (int64_t rb = 0; rb < rows; rb += B) {
+            const int64_t re = rb + B < rows ? rb + B : rows;
+            for (int64_t c = cb; c < ce; ++c)
+                for (int64_t r = rb; r < re; ++r)
+                    out[c * rows + r] = in[r * cols + c];
+        }
+    }
+}
+
+/* s (Vf, H, N) contiguous: s[u,h,n] = sum_c a[h,c] * f[u, hf(h), c, n] */
+static void scores_block(const float* f, int64_t ld, int64_t u0, int64_t u1, int H, int Hf,
+                         int F, int64_t N, const float* a, float* s) {
+    for (int64_t u = u0; u < u1; ++u)
+        for (int h = 0; h < H; ++h) {
+            const float* fu = f + (u * Hf + (Hf == 1 ? 0 : h)) * (int64_t)F * ld;
+            float* su = s + (u * H + h) * N;
+            for (int64_t n = 0; n < N; ++n) su[n] = 0.f;
+            for (int c = 0; c < F; ++c) {
+                const float w = a[h * F + c];
+                const float* fc = fu + c * ld;
+                #pragma omp simd
+                for (int64_t n = 0; n < N; ++n) su[n] += w * fc[n];
+            }
+        }
+}
+
+#define FMAX 8
+/* one vertex, one head: softmax over the cnt valid slots and weighted sum, frames [0, N) */
 static inline __attribute__((always_inline)) void gat_vertex_head(
         const float* const* sp, const float* const* fp, int cnt, const float* sd, int64_t N,
-        const int F, float slope, const float* Ph, int O, float scale, const float* bias_h,
-        int fuse_post, int elu, int accumulate, float* oh) {
+        int64_t ldf, const int F, float slope, const float* Ph, int O, float scale,
+        const float* bias_h, int fuse_post, int elu, int accumulate, float* oh, int64_t ldo) {
     int64_t n = 0;
     for (; n + VL <= N; n += VL) {
         const vf sdn = vload(sd + n);
         vf mx = vload(sp[0] + n);
         for (int k = 1; k < cnt; ++k) mx = vmax(mx, vload(sp[k] + n));
-        mx = vlrelu(mx + sdn, slope);
+        mx = vlrelu(mx + sdn, slope);   /* leaky relu is monotonic: max of the logits */
         vf den = vbcast(0.f);
-        vf a[FMAX];
-        for (int c = 0; c < F; ++c) a[c] = vbcast(0.f);
+        /* named accumulators (F <= 8 after constant folding) so that they stay in registers */
+        vf a0 = den, a1 = den, a2 = den, a3 = den, a4 = den, a5 = den, a6 = den, a7 = den;
         for (int k = 0; k < cnt; ++k) {
             const vf p = vexp(vlrelu(vload(sp[k] + n) + sdn, slope) - mx);
             den += p;
             const float* fk = fp[k] + n;
-            for (int c = 0; c < F; ++c) a[c] += p * vload(fk + (int64_t)c * N);
+            a0 += p * vload(fk);
+            if (F > 1) a1 += p * vload(fk + ldf);
+            if (F > 2) a2 += p * vload(fk + 2 * ldf);
+            if (F > 3) a3 += p * vload(fk + 3 * ldf);
+            if (F > 4) a4 += p * vload(fk + 4 * ldf);
+            if (F > 5) a5 += p * vload(fk + 5 * ldf);
+            if (F > 6) a6 += p * vload(fk + 6 * ldf);
+            if (F > 7) a7 += p * vload(fk + 7 * ldf);
         }
+        vf a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
         const vf inv = scale / den;
         for (int c = 0; c < F; ++c) a[c] *= inv;
         for (int o = 0; o < O; ++o) {
@@ -225,7 +228,7 @@ static inline __attribute__((always_inline)) void gat_vertex_head(
             } else {
                 y = a[o];
             }
-            float* oo = oh + (int64_t)o * N + n;
+            float* oo = oh + o * ldo + n;
             if (accumulate) y += vload(oo);
             if (fuse_post) {
                 if (bias_h) y += bias_h[o];
@@ -247,14 +250,14 @@ static inline __attribute__((always_inline)) void gat_vertex_head(
             z = z > 0.f ? z : z * slope;
             const float p = fexp(z - mx);
             den += p;
-            for (int c = 0; c < F; ++c) a[c] += p * fp[k][(int64_t)c * N + n];
+            for (int c = 0; c < F; ++c) a[c] += p * fp[k][c * ldf + n];
         }
         const float inv = scale / den;
         for (int o = 0; o < O; ++o) {
             float y = 0.f;
             if (Ph) { for (int c = 0; c < F; ++c) y += Ph[o * F + c] * a[c] * inv; }
             else y = a[o] * inv;
-            float* oo = oh + (int64_t)o * N + n;
+            float* oo = oh + o * ldo + n;
             if (accumulate) y += *oo;
             if (fuse_post) {
                 if (bias_h) y += bias_h[o];
@@ -265,52 +268,69 @@ static inline __attribute__((always_inline)) void gat_vertex_head(
     }
 }
 
-void gat_aggregate(const float* f, const float* ssrc, const float* sdst, const int64_t* nbr,
-                   int64_t V, int K, int H, int Hf, int F, int64_t N, float slope,
-                   const float* P, int O, const float* bias, int concat, int elu,
-                   float* out, int nthreads) {
+/* Full GAT layer over a frame block.
+   f: (V, Hf, F, ldf) features (Hf == 1: shared by all heads, i.e. raw inputs);
+   nbr: (V, K) neighbour table, padding slots < 0 (valid slots form a prefix, slot 0 = self);
+   a_src, a_dst: (H, F) score vectors; P: (H, O, F) matrix applied after aggregation or NULL
+   (then O == F); bias: (Cout) or NULL; out: (V, Cout, ldo), Cout = concat ? H*O : O;
+   ss, sd: scratch (V, H, N) each. */
+void gat_layer(const float* f, int64_t ldf, const int64_t* nbr, int64_t V, int K, int H,
+               int Hf, int F, int64_t N, const float* a_src, const float* a_dst, float slope,
+               const float* P, int O, const float* bias, int concat, int elu,
+               float* out, int64_t ldo, float* ss, float* sd, int nthreads) {
     const int Cout = concat ? H * O : O;
     const int fuse_post = concat || H == 1;
     const float scale = concat ? 1.f : 1.f / (float)H;
-    /* dynamic chunks: robust when another process shares a core */
-    #pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
-    for (int64_t v = 0; v < V; ++v) {
-        const int64_t* nv = nbr + v * K;
-        const float* sp[K];
-        const float* fp[K];
-        float* ov = out + v * (int64_t)Cout * N;
-        int cnt = 0;
-        while (cnt < K && nv[cnt] >= 0) ++cnt;
-        for (int h = 0; h < H; ++h) {
-            for (int k = 0; k < cnt; ++k) {
-                const int64_t u = nv[k];
-                sp[k] = ssrc + (u * H + h) * N;
-                fp[k] = f + ((u * Hf + (Hf == 1 ? 0 : h)) * (int64_t)F) * N;
-            }
-            const float* sd = sdst + (v * H + h) * N;
-            const float* Ph = P ? P + (int64_t)h * O * F : NULL;
-            float* oh = ov + (int64_t)(concat ? h * O : 0) * N;
-            const float* bh = bias ? bias + (concat ? h * O : 0) : NULL;
-            const int acc = !concat && h > 0;
-            switch (F) {  /* constant F: accumulators in registers */
-            case 1: gat_vertex_head(sp, fp, cnt, sd, N, 1, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            case 2: gat_vertex_head(sp, fp, cnt, sd, N, 2, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            case 3: gat_vertex_head(sp, fp, cnt, sd, N, 3, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            case 4: gat_vertex_head(sp, fp, cnt, sd, N, 4, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            case 5: gat_vertex_head(sp, fp, cnt, sd, N, 5, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            case 6: gat_vertex_head(sp, fp, cnt, sd, N, 6, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            case 8: gat_vertex_head(sp, fp, cnt, sd, N, 8, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            default: gat_vertex_head(sp, fp, cnt, sd, N, F > FMAX ? FMAX : F, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh); break;
-            }
+    const int64_t SB = 256;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t u0 = 0; u0 < V; u0 += SB) {
+            const int64_t u1 = u0 + SB < V ? u0 + SB : V;
+            scores_block(f, ldf, u0, u1, H, Hf, F, N, a_src, ss);
+            scores_block(f, ldf, u0, u1, H, Hf, F, N, a_dst, sd);
         }
-        if (!fuse_post) {  /* mean over heads: bias / ELU after the last head */
-            for (int c = 0; c < Cout; ++c) {
-                float* oc = ov + (int64_t)c * N;
-                const float b = bias ? bias[c] : 0.f;
-                #pragma omp simd
-                for (int64_t n = 0; n < N; ++n) {
-                    const float z = oc[n] + b;
-                    oc[n] = elu ? (z > 0.f ? z : fexp(z) - 1.f) : z;
+        /* implicit barrier */
+        #pragma omp for schedule(dynamic, 64)
+        for (int64_t v = 0; v < V; ++v) {
+            const int64_t* nv = nbr + v * K;
+            const float* sp[K];
+            const float* fp[K];
+            float* ov = out + v * (int64_t)Cout * ldo;
+            int cnt = 0;
+            while (cnt < K && nv[cnt] >= 0) ++cnt;
+            for (int h = 0; h < H; ++h) {
+                for (int k = 0; k < cnt; ++k) {
+                    const int64_t u = nv[k];
+                    sp[k] = ss + (u * H + h) * N;
+                    fp[k] = f + (u * Hf + (Hf == 1 ? 0 : h)) * (int64_t)F * ldf;
+                }
+                const float* sdv = sd + (v * H + h) * N;
+                const float* Ph = P ? P + (int64_t)h * O * F : NULL;
+                float* oh = ov + (int64_t)(concat ? h * O : 0) * ldo;
+                const float* bh = bias ? bias + (concat ? h * O : 0) : NULL;
+                const int acc = !concat && h > 0;
+#define GVH(FF) gat_vertex_head(sp, fp, cnt, sdv, N, ldf, FF, slope, Ph, O, scale, bh, fuse_post, elu, acc, oh, ldo)
+                switch (F) {  /* constant F: the F weighted sums live in registers */
+                case 1: GVH(1); break;
+                case 2: GVH(2); break;
+                case 3: GVH(3); break;
+                case 4: GVH(4); break;
+                case 5: GVH(5); break;
+                case 6: GVH(6); break;
+                case 8: GVH(8); break;
+                default: GVH(F > FMAX ? FMAX : F); break;
+                }
+#undef GVH
+            }
+            if (!fuse_post) {  /* mean over heads: bias / ELU after the last head */
+                for (int c = 0; c < Cout; ++c) {
+                    float* oc = ov + (int64_t)c * ldo;
+                    const float b = bias ? bias[c] : 0.f;
+                    for (int64_t n = 0; n < N; ++n) {
+                        const float z = oc[n] + b;
+                        oc[n] = elu ? (z > 0.f ? z : fexp(z) - 1.f) : z;
+                    }
                 }
             }
         }
@@ -331,38 +351,57 @@ def _cache_dir() -> Path:
     return Path(base) / "ptalker" / "kernels"
 
 
+def _cpu_fingerprint() -> str:
+    """Identifies the CPU so that a cached ``-march=native`` build is never reused elsewhere."""
+    info = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    info += line
+                if line.strip() == "":
+                    break  # first CPU is enough
+    except OSError:
+        pass
+    return info
+
+
 def _build_native() -> ctypes.CDLL:
     cc = os.environ.get("CC", "cc")
-    flags = ["-O3", "-ffast-math", "-fopenmp", "-fPIC", "-shared"]
+    base = ["-O3", "-ffast-math", "-fPIC", "-shared"]
     try:  # tune for this CPU when the compiler allows it
         subprocess.run([cc, "-march=native", "-E", "-x", "c", "-"], input=b"", check=True,
                        capture_output=True, timeout=30)
-        flags.insert(1, "-march=native")
-    except Exception:
+        base.insert(1, "-march=native")
+    except Exception:  # noqa: BLE001
         pass
-    key = hashlib.sha256((_C_SOURCE + " ".join(flags) + cc + sys.platform).encode()).hexdigest()[:16]
-    dirs = [_cache_dir(), Path(tempfile.gettempdir()) / f"ptalker-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    dirs = [_cache_dir(), Path(tempfile.gettempdir()) / f"ptalker-kernels-{uid}"]
     last_err: Exception | None = None
-    for d in dirs:
-        so = d / f"gat_{key}.so"
-        if so.exists():
+    # with OpenMP first; without it the pragmas are ignored (single-threaded kernel)
+    for flags in (base + ["-fopenmp"], base):
+        key = hashlib.sha256("\0".join([_C_SOURCE, " ".join(flags), cc, sys.platform,
+                                         _cpu_fingerprint()]).encode()).hexdigest()[:16]
+        for d in dirs:
+            so = d / f"gat_{key}.so"
+            if so.exists():
+                try:
+                    return ctypes.CDLL(str(so))
+                except OSError as err:
+                    last_err = err
+                    continue
             try:
+                d.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=d) as tmp:
+                    src = Path(tmp) / "gat.c"
+                    src.write_text(_C_SOURCE)
+                    tmp_so = Path(tmp) / "gat.so"
+                    subprocess.run([cc, *flags, str(src), "-o", str(tmp_so), "-lm"], check=True,
+                                   capture_output=True, timeout=300)
+                    os.replace(tmp_so, so)  # atomic: concurrent builders are harmless
                 return ctypes.CDLL(str(so))
-            except OSError as err:
+            except Exception as err:  # noqa: BLE001 - any failure means "try the next option"
                 last_err = err
-                continue
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=d) as tmp:
-                src = Path(tmp) / "gat.c"
-                src.write_text(_C_SOURCE)
-                tmp_so = Path(tmp) / "gat.so"
-                subprocess.run([cc, *flags, str(src), "-o", str(tmp_so), "-lm"], check=True,
-                               capture_output=True, timeout=300)
-                os.replace(tmp_so, so)  # atomic: concurrent builders are harmless
-            return ctypes.CDLL(str(so))
-        except Exception as err:  # noqa: BLE001 - any failure means "no native kernel"
-            last_err = err
     raise RuntimeError(f"could not build the native GAT kernel: {last_err}")
 
 
@@ -378,17 +417,18 @@ def _get_native() -> ctypes.CDLL | None:
             try:
                 lib = _build_native()
                 i64, i32, f32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-                lib.gat_scores.argtypes = [p, i64, i32, i32, i32, i64, p, p, i32]
-                lib.gat_scores.restype = None
-                lib.gat_aggregate.argtypes = [p, p, p, p, i64, i32, i32, i32, i32, i64, f32,
-                                              p, i32, p, i32, i32, p, i32]
-                lib.gat_aggregate.restype = None
+                lib.gat_layer.argtypes = [p, i64, p, i64, i32, i32, i32, i32, i64, p, p, f32,
+                                          p, i32, p, i32, i32, p, i64, p, p, i32]
+                lib.gat_layer.restype = None
                 lib.transpose_f32.argtypes = [p, i64, i64, p, i32]
                 lib.transpose_f32.restype = None
                 _native_lib = lib
             except Exception as err:  # noqa: BLE001
                 _native_error = str(err)
     return _native_lib
+
+
+_FMAX = 8  # widest per-head feature the fused kernel keeps in registers
 
 
 def native_available() -> bool:
@@ -491,7 +531,7 @@ class GraphAttentionLayer(nn.Module):
         """Vertex-major core. x (V, in, N); pad_index (V, K) with -1 in padding slots.
         Returns (V, out_features, N)."""
         if native is None:
-            native = (not (torch.is_grad_enabled() and (x.requires_grad or any(
+            native = self.native_ok() and (not (torch.is_grad_enabled() and (x.requires_grad or any(
                 p.requires_grad for p in self.parameters())))) and x.device.type == "cpu" \
                 and x.dtype == torch.float32 and _get_native() is not None
         if native:
@@ -529,32 +569,46 @@ class GraphAttentionLayer(nn.Module):
             out = out + self.bias.view(1, -1, 1)
         return F.elu(out) if elu else out
 
+    def native_ok(self) -> bool:
+        """Whether the fused kernel supports this layer's widths."""
+        f = self.in_channels if self.aggregate_input else self.out_channels
+        return f <= _FMAX
+
     @torch.no_grad()
-    def _forward_native(self, x: Tensor, pad_index: Tensor, elu: bool) -> Tensor:
+    def _forward_native(self, x: Tensor, pad_index: Tensor, elu: bool,
+                        out: Tensor | None = None, scratch: Tensor | None = None) -> Tensor:
+        """x (V, in, N) float32 with unit frame stride and rows of a common stride (e.g. a
+        frame slice of a contiguous (V, in, T) tensor); ``out`` likewise, or None."""
         lib = _get_native()
         V, C, N = x.shape
         K = pad_index.shape[1]
         H, O = self.heads, self.out_channels
         W, w_src, w_dst = self._weights()
-        x = x.detach().contiguous()
+        x = x.detach()
+        if x.stride(2) != 1 or x.stride(0) != C * x.stride(1):
+            x = x.contiguous()
         if self.aggregate_input:
-            feat, Hf, Fd, P = x, 1, C, W.detach().contiguous()
+            feat, Hf, Fd, P = x, 1, C, W.detach().float().contiguous()
         else:
             feat = torch.einsum("hoc,vcn->vhon", W.detach(), x).contiguous()
             Hf, Fd, P = H, O, None
+        ldf = feat.stride(-2)
         w_src = w_src.detach().float().contiguous()
         w_dst = w_dst.detach().float().contiguous()
         pad_index = pad_index.to(torch.int64).contiguous()
-        nt = max(1, torch.get_num_threads())
-        s_src = x.new_empty((V, H, N))
-        s_dst = x.new_empty((V, H, N))
-        lib.gat_scores(_ptr(feat), V, H, Hf, Fd, N, _ptr(w_src), _ptr(s_src), nt)
-        lib.gat_scores(_ptr(feat), V, H, Hf, Fd, N, _ptr(w_dst), _ptr(s_dst), nt)
-        out = x.new_empty((V, self.out_features, N))
+        if out is None:
+            out = x.new_empty((V, self.out_features, N))
+        if out.stride(2) != 1 or out.stride(0) != self.out_features * out.stride(1):
+            raise ValueError("out must have unit frame stride and rows of a common stride")
+        if scratch is None or scratch.numel() < 2 * V * H * N:
+            scratch = x.new_empty(2 * V * H * N)
+        ss = scratch[:V * H * N]
+        sd = scratch[V * H * N:2 * V * H * N]
         bias = None if self.bias is None else self.bias.detach().float().contiguous()
-        lib.gat_aggregate(_ptr(feat), _ptr(s_src), _ptr(s_dst), _ptr(pad_index), V, K, H, Hf,
-                          Fd, N, self.negative_slope, _ptr(P), O, _ptr(bias), int(self.concat),
-                          int(elu), _ptr(out), nt)
+        lib.gat_layer(_ptr(feat), ldf, _ptr(pad_index), V, K, H, Hf, Fd, N, _ptr(w_src),
+                      _ptr(w_dst), self.negative_slope, _ptr(P), O, _ptr(bias),
+                      int(self.concat), int(elu), _ptr(out), out.stride(1), _ptr(ss), _ptr(sd),
+                      max(1, torch.get_num_threads()))
         return out
 
 
@@ -569,13 +623,17 @@ class GraphAttentionEncoder(nn.Module):
     ``edges``: (E, 2) undirected mesh edges (self-loops are added internally).
     ``channels``: output width of each GAT layer (input width is 3); ELU between layers.
     ``heads``: attention heads per layer (concatenated), so layer widths are heads·channels.
-    ``chunk_frames``: frames per chunk on the autograd / pure-PyTorch path (memory bound).
+    ``chunk_frames``: frames per chunk on the autograd / pure-PyTorch path (bounds memory).
+    ``native_chunk_frames``: frames per call of the final Linear on the fused path (bounds
+    memory: ~V·(3 + C)·4 bytes per frame); ``native_block_frames``: frames per kernel call
+    (cache blocking).
     ``backend``: "auto" (fused C kernel when no autograd is needed and it is available),
     "torch" or "native".
     """
 
     def __init__(self, edges, num_vertices: int, out_dim: int, channels=(4, 4), heads: int = 1,
-                 chunk_frames: int = 32, backend: str = "auto", native_chunk_frames: int = 256):
+                 chunk_frames: int = 32, backend: str = "auto", native_chunk_frames: int = 256,
+                 native_block_frames: int = 128):
         super().__init__()
         if backend not in ("auto", "torch", "native"):
             raise ValueError(f"unknown backend {backend!r}")
@@ -585,6 +643,9 @@ class GraphAttentionEncoder(nn.Module):
         self.heads = int(heads)
         self.chunk_frames = max(1, int(chunk_frames))
         self.native_chunk_frames = max(1, int(native_chunk_frames))
+        self.native_block_frames = max(1, int(native_block_frames))
+        self._ws: dict[str, Tensor] = {}
+        self._ws_lock = threading.Lock()
         self.backend = backend
         index, mask = neighbour_table(edges, self.num_vertices)
         self.register_buffer("nbr_index", index, persistent=False)
@@ -599,44 +660,90 @@ class GraphAttentionEncoder(nn.Module):
         self.feature_channels = c_in
         self.proj = nn.Linear(self.num_vertices * c_in, self.out_dim)
 
-    def _use_native(self, disp: Tensor) -> bool:
+    def _use_native(self, x: Tensor) -> bool:
         if self.backend == "torch":
             return False
-        ok = disp.device.type == "cpu" and _get_native() is not None
+        ok = (x.device.type == "cpu" and x.dtype == torch.float32
+              and all(layer.native_ok() for layer in self.layers) and _get_native() is not None)
         if self.backend == "native":
             if not ok:
-                raise RuntimeError(f"native GAT kernel unavailable: {_native_error}")
+                raise RuntimeError(f"native GAT kernel unavailable here: {_native_error}")
             return True
         needs_grad = torch.is_grad_enabled() and (
-            disp.requires_grad or any(p.requires_grad for p in self.parameters()))
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
         return ok and not needs_grad
 
-    def _encode_chunk(self, x: Tensor, native: bool) -> Tensor:
-        """x (n, V, 3) -> (n, out_dim)."""
+    def _project(self, flat: Tensor) -> Tensor:
+        # flat (V·C, n) is the frame-major flatten of (n, V, C), transposed
+        return torch.addmm(self.proj.bias, flat.t(), self.proj.weight.t())
+
+    def _encode_chunk_torch(self, x: Tensor) -> Tensor:
+        """x (n, V, 3) -> (n, out_dim) with the pure-PyTorch (autograd) layers."""
         n = x.shape[0]
         h = x.permute(1, 2, 0)  # (V, 3, n) vertex-major
-        if native:
-            h = h.float()
-        h = h.contiguous()
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h = layer.forward_vm(h, self.pad_index, elu=i < last, native=native)
-        flat = h.reshape(self.num_vertices * self.feature_channels, n)
-        # (V·C, n) is exactly the frame-major flatten of (n, V, C), transposed
-        return torch.addmm(self.proj.bias, flat.t(), self.proj.weight.t())
+            h = layer._forward_torch(h, self.pad_index, elu=i < last)
+        return self._project(h.reshape(self.num_vertices * self.feature_channels, n))
+
+    def _workspace(self, name: str, numel: int) -> Tensor:
+        """Persistent float32 scratch (first-touch page faults cost as much as the kernels)."""
+        buf = self._ws.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=torch.float32)
+            self._ws[name] = buf
+        return buf[:numel]
+
+    def release_workspace(self) -> None:
+        """Free the inference scratch buffers kept between calls."""
+        self._ws.clear()
+
+    @torch.no_grad()
+    def _encode_chunk_native(self, x: Tensor) -> Tensor:
+        """x (n, V, 3) float32 -> (n, out_dim) with the fused kernel: frame-major input is
+        transposed once to (V·3, n); the GAT runs on blocks of ``native_block_frames`` frames
+        (cache-sized) and writes straight into the (V·C, n) matrix fed to the final Linear."""
+        lib = _get_native()
+        n, V = x.shape[0], self.num_vertices
+        x = x.detach().contiguous()
+        nt = max(1, torch.get_num_threads())
+        B = min(self.native_block_frames, n)
+        C = self.feature_channels
+        xt = self._workspace("input", V * 3 * n).view(V, 3, n)
+        lib.transpose_f32(_ptr(x), n, V * 3, _ptr(xt), nt)
+        feats = self._workspace("features", V * C * n).view(V, C, n)
+        widths = [layer.out_features for layer in self.layers[:-1]]
+        mids = [self._workspace(f"mid{i % 2}", V * w * B) for i, w in enumerate(widths)]
+        scratch = self._workspace("scores", 2 * V * self.heads * B)
+        last = len(self.layers) - 1
+        for n0 in range(0, n, B):
+            n1 = min(n, n0 + B)
+            h = xt[:, :, n0:n1]
+            for i, layer in enumerate(self.layers):
+                out = feats[:, :, n0:n1] if i == last else \
+                    mids[i][:V * widths[i] * (n1 - n0)].view(V, widths[i], n1 - n0)
+                h = layer._forward_native(h, self.pad_index, elu=i < last, out=out,
+                                          scratch=scratch)
+        return self._project(feats.view(V * C, n))
 
     def forward(self, disp: Tensor) -> Tensor:
         """disp (..., V, 3) vertex displacements -> (..., out_dim)."""
-        if disp.dim() < 2 or disp.shape[-2:] != (self.num_vertices, 3):
+        if disp.dim() < 2 or tuple(disp.shape[-2:]) != (self.num_vertices, 3):
             raise ValueError(f"expected (..., {self.num_vertices}, 3), got {tuple(disp.shape)}")
         lead = disp.shape[:-2]
         x = disp.reshape(-1, self.num_vertices, 3)
         if x.dtype != self.proj.weight.dtype:
             x = x.to(self.proj.weight.dtype)
-        native = self._use_native(x) and x.dtype == torch.float32
-        step = self.native_chunk_frames if native else self.chunk_frames
         if x.shape[0] == 0:
             return x.new_zeros(*lead, self.out_dim)
-        outs = [self._encode_chunk(x[i:i + step], native) for i in range(0, x.shape[0], step)]
+        if self._use_native(x):
+            step, fn = self.native_chunk_frames, self._encode_chunk_native
+        else:
+            step, fn = self.chunk_frames, self._encode_chunk_torch
+        if fn is self._encode_chunk_native:
+            with self._ws_lock:
+                outs = [fn(x[i:i + step]) for i in range(0, x.shape[0], step)]
+        else:
+            outs = [fn(x[i:i + step]) for i in range(0, x.shape[0], step)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
         return out.reshape(*lead, self.out_dim)
