@@ -1,7 +1,13 @@
-"""The ``ptalker`` Typer application; ``main()`` is the console-script entry point."""
+"""The ``ptalker`` Typer application; ``main()`` is the console-script entry point.
+
+Every command is wrapped so that a :class:`~ptalker_cli.errors.PtalkerError` prints
+one line and exits non-zero without a traceback, whether the app runs as the
+console script, as ``python -m ptalker_cli`` or under Typer's test runner.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
@@ -9,6 +15,10 @@ import typer
 from ..errors import PtalkerError
 from .animate_cmd import animate
 from .common import error
+from .data_cmd import data_app
+from .eval_cmd import eval_command
+from .render_cmd import render
+from .synth_cmd import synth
 
 app = typer.Typer(
     name="ptalker",
@@ -18,28 +28,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("animate")(animate)
-
-try:
-    from .eval_cmd import eval_command
-
-    app.command("eval")(eval_command)
-except ImportError:  # pragma: no cover
-    pass
-
-try:  # commands whose modules may be absent in a partial checkout are optional
-    from .render_cmd import render
-
-    app.command("render")(render)
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from .data_cmd import data_app
-    from .synth_cmd import synth
-
-    data_app.command("synth")(synth)
-    app.add_typer(data_app, name="data", help="Prepare and check datasets.")
-except ImportError:  # pragma: no cover
-    pass
+app.command("render")(render)
+app.command("eval")(eval_command)
+data_app.command("synth")(synth)
+app.add_typer(data_app, name="data", help="Prepare, synthesize and check datasets.")
 
 
 @app.callback()
@@ -47,11 +39,34 @@ def _root() -> None:
     """Personalized speech-driven 3D talking heads (PTalker)."""
 
 
+def _guard(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PtalkerError as exc:
+            error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _guard_all(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "__wrapped__", None):
+            info.callback = _guard(info.callback)
+    for group in typer_app.registered_groups:
+        _guard_all(group.typer_instance)
+
+
+_guard_all(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line (no traceback) and exit non-zero."""
     try:
         app(args=argv, prog_name="ptalker", standalone_mode=True)
-    except PtalkerError as exc:
+    except PtalkerError as exc:  # raised outside a command (e.g. while parsing)
         error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -1,0 +1,82 @@
+"""``ptalker render``: a saved motion (.npy) to MP4 (or OBJ/PLY/GLB/npy).
+
+Registered by the app as ``app.command("render")(render)``. It only parses options and
+calls :mod:`ptalker_cli.export`; errors are :class:`~ptalker_cli.errors.PtalkerError`
+with one-line messages, printed by the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import PtalkerError
+
+
+def _load_template(spec: str | None, motion_topology: str):
+    from ..mesh import resolve_template
+
+    if spec is None:
+        if motion_topology in ("", "unknown"):
+            raise PtalkerError("the motion's sidecar names no topology; pass --template ID|mesh.obj")
+        spec = motion_topology
+    return resolve_template(spec)
+
+
+def render(
+    motion: Annotated[Path, typer.Argument(help="Motion file (.npy, (T, V, 3) or (T, V*3)) with its optional JSON sidecar.")],
+    template: Annotated[
+        Optional[str],
+        typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny) or a mesh file (.obj/.ply/.npz). Default: the topology named in the motion's sidecar."),
+    ] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video; it sets the video's length.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, a folder = OBJ frames).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="npy|obj|ply|glb|mp4|all (default: from the -o suffix).")] = None,
+    resolution: Annotated[int, typer.Option("--resolution", "-r", help="Frame height and per-panel width in pixels.")] = 512,
+    fps: Annotated[Optional[float], typer.Option("--fps", help="Video frame rate (default: the motion's).")] = None,
+    background: Annotated[str, typer.Option("--background", help="Background colour: white, black, #rrggbb or r,g,b.")] = "white",
+    view: Annotated[str, typer.Option("--view", help="Camera: front or side.")] = "front",
+    side_by_side: Annotated[Optional[Path], typer.Option("--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right.")] = None,
+    heatmap: Annotated[bool, typer.Option("--heatmap", help="Colour the motion by per-vertex distance to the --side-by-side ground truth.")] = False,
+    renderer: Annotated[str, typer.Option("--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Render a motion to an MP4 with audio (or export it as OBJ/PLY/GLB frames)."""
+    from ..export import detect_format, write_motion
+    from ..motion import Motion
+
+    m = Motion.load(motion, fps=None)
+    topo = _load_template(template, m.topology)
+    out = output if output is not None else motion.with_suffix(".mp4")
+    chosen = (fmt or detect_format(out)).lower()
+    gt = Motion.load(side_by_side) if side_by_side is not None else None
+    video_opts = dict(
+        audio=audio, resolution=resolution, fps=fps, background=background, view=view,
+        side_by_side=gt, error_heatmap=heatmap, renderer=renderer,
+    )  # fmt: skip
+    if chosen not in ("mp4", "all"):
+        if audio is not None or gt is not None or heatmap:
+            raise PtalkerError(f"--audio, --side-by-side and --heatmap apply to mp4 output, not {chosen}")
+        video_opts = {}
+
+    if quiet or chosen not in ("mp4", "all"):
+        written = write_motion(m, topo, out, chosen, force, **video_opts)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("[bold]rendering[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+            TimeRemainingColumn(), transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("render", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            written = write_motion(m, topo, out, chosen, force, progress=progress, **video_opts)
+    if not quiet:
+        for path in written:
+            typer.echo(f"wrote {path}")
