@@ -1,7 +1,7 @@
 """The animator: audio file(s) in, :class:`~ptalker_cli.motion.Motion` out.
 
-``load_model`` resolves a model by name (``tiny``, a model folder such as a
-training run, …) and ``Animator.animate`` applies the inference modes:
+``load_model`` resolves a model (``tiny``, a model folder such as a training run,
+``hf://org/repo[@revision]`` or a registry name) and ``Animator.animate`` applies the inference modes:
 
 * seen subject: its template and its identity style;
 * unseen subject (known template, no learned style): style from the audio alone;
@@ -23,7 +23,7 @@ import torch
 
 from .audio import SAMPLE_RATE, load_audio
 from .config import preset
-from .errors import ConfigError, PtalkerError
+from .errors import PtalkerError
 from .mesh import Topology, resolve_template, tiny_topology
 from .model.ptalker import PTalker, StyleSpec, build_model
 from .motion import Motion
@@ -61,16 +61,21 @@ def tiny_model(seed: int = TINY_SEED) -> PTalker:
     return model.eval()
 
 
-def load_model(spec: str | Path = "tiny", device: str | torch.device = "cpu") -> PTalker:
-    """A model by name (``tiny``) or from a folder holding ``config.json`` + ``model.safetensors``."""
+def load_model(spec: str | Path = "tiny", device: str | torch.device = "cpu", offline: bool | None = None) -> PTalker:
+    """A model by name or address.
+
+    ``tiny`` (built in), a folder holding ``config.json`` + ``model.safetensors`` (e.g. a
+    training run), ``hf://org/repo[@revision]``, or a name of the model registry
+    (``ptalker models list``). Hub files are downloaded into the hub cache and verified;
+    ``offline`` (or ``HF_HUB_OFFLINE=1``) uses the cache only. See docs/models.md.
+    """
     dev = resolve_device(device)
     spec_s = str(spec)
     if spec_s == "tiny":
         return tiny_model().to(dev)
-    path = Path(spec_s).expanduser()
-    if path.is_dir():
-        return PTalker.from_pretrained(path, map_location=dev)
-    raise PtalkerError(f"model '{spec_s}' not found: give 'tiny' or a folder with config.json and model.safetensors")
+    from .zoo.hub import resolve_model_folder
+
+    return PTalker.from_pretrained(resolve_model_folder(spec_s, offline=offline), map_location=dev)
 
 
 def parse_style(text: str) -> dict[str, float]:

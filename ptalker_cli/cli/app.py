@@ -7,20 +7,21 @@ console script, as ``python -m ptalker_cli`` or under Typer's test runner.
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import typer
 
 from ..errors import PtalkerError
 from .animate_cmd import animate
-from .common import error
+from .common import GuardedTyper, error
+from .convert_cmd import convert
 from .data_cmd import data_app
 from .eval_cmd import eval_command
+from .models_cmd import models_app
 from .render_cmd import render
 from .synth_cmd import synth
 
-app = typer.Typer(
+app = GuardedTyper(
     name="ptalker",
     help="Personalized speech-driven 3D talking heads (PTalker).",
     no_args_is_help=True,
@@ -30,6 +31,8 @@ app = typer.Typer(
 app.command("animate")(animate)
 app.command("render")(render)
 app.command("eval")(eval_command)
+app.command("convert")(convert)
+app.add_typer(models_app, name="models", help="The model zoo: list, download, verify, publish.")
 data_app.command("synth")(synth)
 app.add_typer(data_app, name="data", help="Prepare, synthesize and check datasets.")
 
@@ -37,29 +40,6 @@ app.add_typer(data_app, name="data", help="Prepare, synthesize and check dataset
 @app.callback()
 def _root() -> None:
     """Personalized speech-driven 3D talking heads (PTalker)."""
-
-
-def _guard(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PtalkerError as exc:
-            error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
-
-
-def _guard_all(typer_app: typer.Typer) -> None:
-    for info in typer_app.registered_commands:
-        if info.callback is not None and not getattr(info.callback, "__wrapped__", None):
-            info.callback = _guard(info.callback)
-    for group in typer_app.registered_groups:
-        _guard_all(group.typer_instance)
-
-
-_guard_all(app)
 
 
 def main(argv: list[str] | None = None) -> int:

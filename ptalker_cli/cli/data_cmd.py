@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .common import GuardedTyper
 from rich.console import Console
 
-data_app = typer.Typer(help="Prepare and check talking-head datasets (BIWI, VOCASET, your own).",
+data_app = GuardedTyper(help="Prepare and check talking-head datasets (BIWI, VOCASET, your own).",
                        no_args_is_help=True)
-prepare_app = typer.Typer(help="Convert a raw corpus to the standard dataset layout.", no_args_is_help=True)
+prepare_app = GuardedTyper(help="Convert a raw corpus to the standard dataset layout.", no_args_is_help=True)
 data_app.add_typer(prepare_app, name="prepare")
 
 _console = Console()

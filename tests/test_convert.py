@@ -1,0 +1,410 @@
+"""Importing checkpoints of the authors' released code: ptalker_cli.zoo.convert and `ptalker convert`.
+
+The test builds, in the test itself, a tiny model with the released code's module
+names and structure (``wangryhen/PTalker`` ``PTalker.py``: nn.TransformerDecoder,
+Onehot_Style_Encoder with its Attention block, AudioStyle, the motion encoders …) whose
+speech models are small HuBERT / wav2vec2 of the real architecture, randomizes its
+weights, saves its state dict with torch.save, converts it, loads the result strictly
+and runs inference. Parts whose forward the conversion claims to reproduce exactly
+(identity codes, teacher-forced decoder, audio content path) are compared numerically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from ptalker_cli.config import BIWI_SUBJECTS, tiny_speech_encoder
+from ptalker_cli.errors import ConfigError
+from ptalker_cli.mesh import tiny_topology
+from ptalker_cli.zoo.convert import (
+    FORWARD_DIFFERENCES,
+    SWITCHES_FOR_EXACT_REPRODUCTION,
+    convert_released,
+    load_released_state,
+    write_converted,
+)
+
+D = 16  # feature_dim
+PERIOD = 25
+
+
+# ----------------------------------------------------------------------------- released layout
+class PPE(nn.Module):
+    def __init__(self, d_model, period=25, max_seq_len=600):
+        super().__init__()
+        pe = torch.zeros(period, d_model)
+        position = torch.arange(0, period, dtype=torch.float).unsqueeze(1)
+        div_term = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+        pe[:, 0::2] = torch.sin(position * div_term)
+        pe[:, 1::2] = torch.cos(position * div_term)
+        self.register_buffer("pe", pe.unsqueeze(0).repeat(1, (max_seq_len // period) + 1, 1))
+
+    def forward(self, x):
+        return x + self.pe[:, : x.size(1), :]
+
+
+class Attention(nn.Module):
+    def __init__(self, embed_dim=4, num_heads=4):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(embed_dim, num_heads, dropout=0.1)
+        self.Wq, self.Wk, self.Wv = nn.Linear(1, embed_dim), nn.Linear(1, embed_dim), nn.Linear(1, embed_dim)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, 1)
+
+    def forward(self, obj_vector, my_obj_vector):
+        q = self.Wq(obj_vector.unsqueeze(-1))
+        k = self.Wk(my_obj_vector.unsqueeze(-1))
+        v = self.Wv(my_obj_vector.unsqueeze(-1))
+        out, _ = self.attention(q, k, v)
+        return self.head(self.norm(out)).squeeze(-1)
+
+
+class OnehotStyleEncoder(nn.Module):
+    def __init__(self, n, d):
+        super().__init__()
+        self.obj_vector = nn.Linear(n, d, bias=False)
+        self.my_obj_vector = nn.Embedding(n, d)
+        self.attention = Attention(4, 4)
+
+    def forward(self, one_hot):
+        p = self.obj_vector(one_hot)
+        q = self.my_obj_vector(torch.argmax(one_hot, dim=1))
+        return torch.relu(p + self.attention(p, q))
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, d, hidden, with_norm=True):
+        super().__init__()
+        if with_norm:
+            self.layer_norm = nn.LayerNorm(d)
+        self.projection = nn.Linear(d, hidden)
+
+
+class ConvLN(nn.Module):
+    def __init__(self, d, with_norm=True):
+        super().__init__()
+        self.conv = nn.Conv1d(d, d, 3, padding=1, bias=False)
+        if with_norm:
+            self.layer_norm = nn.LayerNorm(d)
+
+
+class MotionEncoder(nn.Module):
+    def __init__(self, d, convs, layers, style=True):
+        super().__init__()
+        self.motion_map = nn.Linear(d, d)
+        self.conv_layers = nn.ModuleList(ConvLN(d, style) for _ in range(convs))
+        self.feature_projection = FeatureProjection(d, 2 * d, with_norm=style)
+        self.PE = PPE(2 * d, PERIOD)
+        layer = nn.TransformerEncoderLayer(2 * d, 2, 3 * d, batch_first=True)
+        self.transformer_encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.feature_map = nn.Linear(2 * d, d)
+
+
+class Classifier(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.fc = nn.Linear(i, o)
+
+
+class Cons(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(0.07))
+
+
+class AudioStyle(nn.Module):
+    def __init__(self, w2v, hidden):
+        super().__init__()
+        self.wav2vec2_emo = w2v
+        self.fc1 = nn.Linear(w2v.config.hidden_size, hidden)
+        self.fc2 = nn.Linear(hidden, 128 if D == 128 else D)
+        self.fc3 = nn.Linear(w2v.config.hidden_size, D)
+
+
+class ReleasedPTalker(nn.Module):
+    """Module names and shapes of the released PTalker (tiny sizes; 6 BIWI identities)."""
+
+    def __init__(self, v3, n=6, layers=2):
+        super().__init__()
+        from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+        self.audio_encoder = HubertModel(HubertConfig(**tiny_speech_encoder("hubert").hf_config))
+        self.audio_feature_map = nn.Linear(self.audio_encoder.config.hidden_size, D)
+        self.vertice_encoder = nn.Linear(v3, D)
+        self.PPE = PPE(D, PERIOD)
+        layer = nn.TransformerDecoderLayer(D, 4, 2 * D, batch_first=True)
+        self.transformer_decoder = nn.TransformerDecoder(layer, layers)
+        self.vertice_decoder = nn.Linear(D, v3)
+        self.onehot_style_encoder = OnehotStyleEncoder(n, D)
+        w2v = Wav2Vec2Model(Wav2Vec2Config(**tiny_speech_encoder("wav2vec2").hf_config))
+        self.AudioStyle = AudioStyle(w2v, 8)
+        self.auxiliary_style_classifier = Classifier(128, 6)
+        self.content_motion = MotionEncoder(D, 2, 1, style=False)
+        self.style_motion = MotionEncoder(D, 2, 1, style=True)
+        self.cons = Cons()
+        self.style_classifier = Classifier(D, n)
+        self.start_token = nn.Parameter(torch.zeros(1, 1, D))
+
+
+def released_state(seed=0, old_weight_norm=False):
+    torch.manual_seed(seed)
+    topo = tiny_topology()
+    model = ReleasedPTalker(3 * topo.num_vertices)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.2 if p.dim() > 1 else 0.05)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if old_weight_norm:  # torch < 2.1 saved weight-normalised convs as weight_g / weight_v
+        for prefix in ("audio_encoder.", "AudioStyle.wav2vec2_emo."):
+            base = prefix + "encoder.pos_conv_embed.conv."
+            state[base + "weight_g"] = state.pop(base + "parametrizations.weight.original0")
+            state[base + "weight_v"] = state.pop(base + "parametrizations.weight.original1")
+    return model.eval(), state, topo
+
+
+def speech_like(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def hf_configs():
+    return tiny_speech_encoder("hubert").hf_config, tiny_speech_encoder("wav2vec2").hf_config
+
+
+@pytest.fixture(scope="module")
+def converted():
+    released, state, topo = released_state()
+    content, style = hf_configs()
+    model, report = convert_released(state, "biwi", topo, content_config=content, style_config=style,
+                                     source="test")
+    return released, state, topo, model, report
+
+
+# ----------------------------------------------------------------------------- tests
+def test_every_key_is_accounted_for(converted):
+    _, state, _, model, report = converted
+    accounted = set(report.mapped) | set(report.unused) | set(report.validated) | set(report.unmatched)
+    for keys in report.folded.values():
+        accounted |= set(keys)
+    assert accounted == set(state)
+    assert report.unmatched == [] and report.missing == []
+    assert "onehot_style_encoder.attention.attention.in_proj_weight" in report.folded["identity.personalized.weight"]
+    assert report.mapped["transformer_decoder.layers.1.multihead_attn.in_proj_weight"] == \
+        "decoder.layers.1.multihead_attn.in_proj_weight"
+    assert report.mapped["AudioStyle.fc3.weight"] == "audio_style.frame_proj.weight"
+    assert report.mapped["audio_encoder.encoder.layers.0.attention.q_proj.weight"] == \
+        "audio_encoder.model.encoder.layers.0.attention.q_proj.weight"
+    assert report.mapped["style_motion.conv_layers.1.layer_norm.bias"] == "style_motion.convs.1.1.bias"
+    assert "content_motion.feature_map.weight" in report.unused
+    assert "style_motion.motion_map.weight" in report.unused
+    assert "auxiliary_style_classifier.fc.weight" in report.unused
+    assert report.unused["audio_encoder.masked_spec_embed"].startswith("SpecAugment")
+    assert report.values["cons.temperature"] == pytest.approx(float(state["cons.temperature"]))
+    assert set(report.validated) == {"PPE.pe", "style_motion.PE.pe", "content_motion.PE.pe"}
+    assert all("equal" in v for v in report.validated.values())
+    assert any(k.startswith("club_audio.") for k in report.initialized)
+    cfg = model.config
+    assert (cfg.feature_dim, cfg.decoder_layers, cfg.motion_encoder_layers, cfg.motion_conv_layers) == (D, 2, 1, 2)
+    assert not cfg.use_graph_encoder and not cfg.use_motion_content and cfg.use_motion_style
+    assert len(cfg.audio_style) == 1 and cfg.audio_style[0].model_id == "superb/wav2vec2-large-superb-er"
+    assert cfg.train_subjects == BIWI_SUBJECTS and cfg.period == PERIOD
+    assert json.loads(json.dumps(report.to_json()))["switches_for_exact_reproduction"]
+
+
+def test_weights_are_copied_exactly(converted):
+    _, state, _, model, _ = converted
+    ours = model.state_dict()
+    for theirs, mine in [("vertice_decoder.weight", "vertice_decoder.weight"), ("start_token", "start_token"),
+                         ("style_motion.feature_map.weight", "style_motion.down.weight"),
+                         ("AudioStyle.wav2vec2_emo.encoder.layers.1.final_layer_norm.bias",
+                          "audio_style.backbones.0.model.encoder.layers.1.final_layer_norm.bias")]:
+        assert torch.equal(ours[mine], state[theirs])
+    assert torch.equal(ours["style_motion.proj.weight"], torch.eye(D))
+
+
+def test_identity_codes_match_the_released_encoder(converted):
+    released, _, _, model, _ = converted
+    for i in range(6):
+        onehot = torch.zeros(1, 6)
+        onehot[0, i] = 1.0
+        with torch.no_grad():
+            expected = released.onehot_style_encoder(onehot)
+            got = model.identity(onehot)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _released_masks(t, s, heads=4):
+    from ptalker_cli.model.decoder import alignment_mask, biased_causal_bias
+
+    return biased_causal_bias(heads, t, t, PERIOD), alignment_mask(t, s, 2)
+
+
+def test_teacher_forced_decoder_matches_released(converted):
+    released, _, _, model, _ = converted
+    torch.manual_seed(1)
+    t = 7
+    x = torch.randn(1, t, D)
+    memory = torch.randn(1, 2 * t, D)
+    tgt_mask, mem_mask = _released_masks(t, 2 * t)
+    with torch.no_grad():
+        expected = released.transformer_decoder(released.PPE(x), memory, tgt_mask=tgt_mask, memory_mask=mem_mask)
+        got = model.decoder(x, memory)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_audio_content_path_matches_released(converted):
+    released, _, _, model, _ = converted
+    torch.manual_seed(2)
+    wave = torch.randn(1, 16000)
+    wave = (wave - wave.mean()) / wave.std(unbiased=False)
+    enc = released.audio_encoder
+    with torch.no_grad():
+        feats = enc.feature_extractor(wave).transpose(1, 2)
+        if feats.shape[1] % 2:
+            feats = feats[:, :-1]
+        hidden = enc.encoder(enc.feature_projection(feats)).last_hidden_state
+        expected = released.audio_feature_map(hidden)
+        t = feats.shape[1] // 2
+        got, _ = model.encode_audio(wave, torch.tensor([16000]), t)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_convert_save_load_strict_and_animate(tmp_path, converted):
+    from ptalker_cli.inference import Animator, load_model
+
+    _, _, _, model, report = converted
+    out = write_converted(model, report, tmp_path / "released")
+    assert (out / "conversion.json").exists()
+    loaded = load_model(str(out), "cpu")  # PTalker.from_pretrained: strict
+    mine = loaded.state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(mine[k], v), k
+    animator = Animator(loaded)
+    res = animator.animate(speech_like(0.5), subject="F3")
+    assert res.motion.vertices.shape == (12, 192, 3)
+    assert np.isfinite(res.motion.vertices).all()
+    assert res.motion.vertices.std(axis=0).max() > 0  # the output head moves the face
+    blend = animator.animate(speech_like(0.3), style="F2:0.5,M3:0.5")
+    assert blend.motion.num_frames == 7
+    with pytest.raises(ConfigError, match="already holds a model"):
+        write_converted(model, report, out)
+
+
+def test_old_weight_norm_names_and_module_prefix_are_accepted():
+    _, state, topo = released_state(seed=3, old_weight_norm=True)
+    state = {"module." + k: v for k, v in state.items()}
+    content, style = hf_configs()
+    model, report = convert_released({"state_dict": state}, "biwi", topo, content_config=content,
+                                     style_config=style)
+    key = "audio_encoder.encoder.pos_conv_embed.conv.weight_g"
+    assert report.mapped[key] == "audio_encoder.model.encoder.pos_conv_embed.conv.parametrizations.weight.original0"
+    assert torch.equal(model.state_dict()[report.mapped[key]], state["module." + key])
+
+
+def test_missing_weights_are_refused_unless_filled(monkeypatch):
+    _, state, topo = released_state(seed=4)
+    # what the released test.py does before loading: drop every weight-norm key
+    state = {k: v for k, v in state.items() if "parametrizations" not in k}
+    content, style = hf_configs()
+    with pytest.raises(ConfigError, match=r"refusing to write a model with 4 missing weights.*--fill-speech"):
+        convert_released(state, "biwi", topo, content_config=content, style_config=style)
+
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    calls = []
+
+    def fake_pretrained(model_cls, model_id, revision, **overrides):
+        calls.append((model_id, revision))
+        torch.manual_seed(9)
+        cfg = content if model_cls is HubertModel else style
+        conf = (HubertConfig if model_cls is HubertModel else Wav2Vec2Config)(**{**cfg, **overrides})
+        return model_cls(conf)
+
+    monkeypatch.setattr("ptalker_cli.zoo.hub.load_pretrained_speech_model", fake_pretrained)
+    model, report = convert_released(state, "biwi", topo, content_config=content, style_config=style,
+                                     fill_speech_from_pretrained=True)
+    assert len(report.filled_from_pretrained) == 4 and not report.missing
+    assert [c[0] for c in calls] == ["facebook/hubert-large-ls960-ft", "superb/wav2vec2-large-superb-er"]
+    assert Wav2Vec2Model  # imported for the fake
+
+
+def test_layout_errors_are_one_line():
+    _, state, topo = released_state(seed=5)
+    content, style = hf_configs()
+    with pytest.raises(ConfigError, match="9 subjects were given"):
+        convert_released(state, "biwi", topo, subjects=tuple("ABCDEFGHI"), content_config=content,
+                         style_config=style)
+    with pytest.raises(ConfigError, match="vertices"):
+        convert_released(state, "biwi", tiny_topology(6, 6), content_config=content, style_config=style)
+    bad = dict(state)
+    del bad["vertice_encoder.weight"]
+    with pytest.raises(ConfigError, match="lacks 'vertice_encoder.weight'"):
+        convert_released(bad, "biwi", topo, content_config=content, style_config=style)
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        convert_released(state, "mead", topo, content_config=content, style_config=style)
+
+
+def test_load_released_state_uses_weights_only(tmp_path):
+    _, state, _ = released_state(seed=6)
+    path = tmp_path / "best.pth"
+    torch.save(state, path)
+    loaded = load_released_state(path)
+    assert set(loaded) == set(state)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        load_released_state(tmp_path / "evil.pth")
+
+
+def test_documented_differences_and_switches():
+    assert len(FORWARD_DIFFERENCES) >= 4
+    joined = " ".join(SWITCHES_FOR_EXACT_REPRODUCTION)
+    for name in ("motion_style_on_decoder_tokens", "released_inference_tokens", "audio_style_rate_hz",
+                 "motion_encoder_form"):
+        assert name in joined
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_convert_command_end_to_end(tmp_path):
+    from ptalker_cli.cli.convert_cmd import convert
+    from ptalker_cli.data.testing import make_fake_dataset
+    from ptalker_cli.model.ptalker import PTalker
+
+    _, state, topo = released_state(seed=7)
+    ckpt = tmp_path / "BIWI_model.pth"
+    torch.save(state, ckpt)
+    data = make_fake_dataset(tmp_path / "data", subjects=BIWI_SUBJECTS + ("F1",), sentences=("e01",),
+                             train_subjects=BIWI_SUBJECTS, frames=5)
+    content, style = hf_configs()
+    (tmp_path / "hubert.json").write_text(json.dumps(content))
+    (tmp_path / "w2v2").mkdir()
+    (tmp_path / "w2v2" / "config.json").write_text(json.dumps(style))
+    from ptalker_cli.cli.app import app
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["convert", str(ckpt), str(out), "--dataset", "biwi", "--data", str(data),
+                                   "--content-config", str(tmp_path / "hubert.json"),
+                                   "--style-config", str(tmp_path / "w2v2"), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["output"] == str(out) and info["counts"]["missing"] == 0 and info["counts"]["unmatched"] == 0
+    model = PTalker.from_pretrained(out)
+    assert model.config.template_subjects[:6] == BIWI_SUBJECTS and "F1" in model.config.template_subjects
+    np.testing.assert_allclose(model.subject_templates[6].numpy(), np.load(data / "templates" / "F1.npy"))
+    res = CliRunner().invoke(app, ["convert", str(ckpt), str(out), "--dataset", "biwi", "--data", str(data),
+                                   "--content-config", str(tmp_path / "hubert.json"),
+                                   "--style-config", str(tmp_path / "w2v2")])
+    assert res.exit_code != 0 and "already holds a model" in res.output
