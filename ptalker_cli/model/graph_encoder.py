@@ -33,19 +33,14 @@ The math of :class:`GraphAttentionLayer` equals ``torch_geometric.nn.GATConv`` w
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import subprocess
-import sys
-import tempfile
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .native import NativeLibrary, cache_dir, cpu_fingerprint, native_disabled, ptr
 
 __all__ = [
     "GraphAttentionLayer",
@@ -338,94 +333,33 @@ void gat_layer(const float* f, int64_t ldf, const int64_t* nbr, int64_t V, int K
 }
 """
 
-_native_lock = threading.Lock()
-_native_lib: ctypes.CDLL | None = None
-_native_error: str | None = None
+def _setup_gat(lib: ctypes.CDLL) -> None:
+    i64, i32, f32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    lib.gat_layer.argtypes = [p, i64, p, i64, i32, i32, i32, i32, i64, p, p, f32,
+                              p, i32, p, i32, i32, p, i64, p, p, i32]
+    lib.gat_layer.restype = None
+    lib.transpose_f32.argtypes = [p, i64, i64, p, i32]
+    lib.transpose_f32.restype = None
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("PTALKER_CACHE_DIR")
-    if root:
-        return Path(root) / "kernels"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ptalker" / "kernels"
-
-
-def _cpu_fingerprint() -> str:
-    """Identifies the CPU so that a cached ``-march=native`` build is never reused elsewhere."""
-    info = platform.machine() + platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    info += line
-                if line.strip() == "":
-                    break  # first CPU is enough
-    except OSError:
-        pass
-    return info
-
-
-def _build_native() -> ctypes.CDLL:
-    cc = os.environ.get("CC", "cc")
-    base = ["-O3", "-ffast-math", "-fPIC", "-shared"]
-    try:  # tune for this CPU when the compiler allows it
-        subprocess.run([cc, "-march=native", "-E", "-x", "c", "-"], input=b"", check=True,
-                       capture_output=True, timeout=30)
-        base.insert(1, "-march=native")
-    except Exception:  # noqa: BLE001
-        pass
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    dirs = [_cache_dir(), Path(tempfile.gettempdir()) / f"ptalker-kernels-{uid}"]
-    last_err: Exception | None = None
-    # with OpenMP first; without it the pragmas are ignored (single-threaded kernel)
-    for flags in (base + ["-fopenmp"], base):
-        key = hashlib.sha256("\0".join([_C_SOURCE, " ".join(flags), cc, sys.platform,
-                                         _cpu_fingerprint()]).encode()).hexdigest()[:16]
-        for d in dirs:
-            so = d / f"gat_{key}.so"
-            if so.exists():
-                try:
-                    return ctypes.CDLL(str(so))
-                except OSError as err:
-                    last_err = err
-                    continue
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=d) as tmp:
-                    src = Path(tmp) / "gat.c"
-                    src.write_text(_C_SOURCE)
-                    tmp_so = Path(tmp) / "gat.so"
-                    subprocess.run([cc, *flags, str(src), "-o", str(tmp_so), "-lm"], check=True,
-                                   capture_output=True, timeout=300)
-                    os.replace(tmp_so, so)  # atomic: concurrent builders are harmless
-                return ctypes.CDLL(str(so))
-            except Exception as err:  # noqa: BLE001 - any failure means "try the next option"
-                last_err = err
-    raise RuntimeError(f"could not build the native GAT kernel: {last_err}")
+# with OpenMP first; without it the pragmas are ignored (single-threaded kernel).
+# Build / cache / load machinery is shared with the other kernels (see .native).
+_GAT_BASE_FLAGS = ["-O3", "-ffast-math", "-fPIC", "-shared"]
+_gat_lib = NativeLibrary("gat", _C_SOURCE, [_GAT_BASE_FLAGS + ["-fopenmp"], _GAT_BASE_FLAGS],
+                         _setup_gat)
+_native_error: str | None = None  # why the kernel is unavailable (None: available/untried)
+_cache_dir = cache_dir  # backwards-compatible aliases
+_cpu_fingerprint = cpu_fingerprint
 
 
 def _get_native() -> ctypes.CDLL | None:
-    global _native_lib, _native_error
-    if _native_lib is not None or _native_error is not None:
-        return _native_lib
-    if os.environ.get("PTALKER_NO_NATIVE"):
+    global _native_error
+    if native_disabled():
         _native_error = "disabled by PTALKER_NO_NATIVE"
         return None
-    with _native_lock:
-        if _native_lib is None and _native_error is None:
-            try:
-                lib = _build_native()
-                i64, i32, f32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-                lib.gat_layer.argtypes = [p, i64, p, i64, i32, i32, i32, i32, i64, p, p, f32,
-                                          p, i32, p, i32, i32, p, i64, p, p, i32]
-                lib.gat_layer.restype = None
-                lib.transpose_f32.argtypes = [p, i64, i64, p, i32]
-                lib.transpose_f32.restype = None
-                _native_lib = lib
-            except Exception as err:  # noqa: BLE001
-                _native_error = str(err)
-    return _native_lib
+    lib = _gat_lib.get()
+    _native_error = _gat_lib.error
+    return lib
 
 
 _FMAX = 8  # widest per-head feature the fused kernel keeps in registers
@@ -436,8 +370,7 @@ def native_available() -> bool:
     return _get_native() is not None
 
 
-def _ptr(t: Tensor | None):
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
+_ptr = ptr
 
 
 # --------------------------------------------------------------------------------------------

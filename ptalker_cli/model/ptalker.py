@@ -422,8 +422,17 @@ class PTalker(nn.Module):
                     tokens = torch.cat([tokens, self.vertice_encoder(frame) + extra[:, i + 1: i + 2]], dim=1)
             return torch.cat(outs, dim=1)
         state = self.decoder.prepare(memory)
-        out = extra.new_empty(b, t, d)
         token = first + extra[:, :1]
+        if not (torch.is_grad_enabled() and (w_fold.requires_grad or extra.requires_grad or any(
+                p.requires_grad for p in self.decoder.parameters()) or memory.requires_grad)):
+            # the whole pass in one fused C call (CPU float32, eval, no autograd); None when
+            # it does not apply (or PTALKER_NO_NATIVE=1 / no compiler): the loop below
+            from .native import decode_pass as native_decode_pass
+
+            out = native_decode_pass(self.decoder, state, token, extra, w_fold, b_fold)
+            if out is not None:
+                return out
+        out = extra.new_empty(b, t, d)
         with _single_thread(memory.device):
             for i in range(t):
                 h = self.decoder.step(token, state)
