@@ -14,7 +14,9 @@ wav2vec2-large architectures from their configs (random weights, same compute).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -90,6 +92,11 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    from ptalker_cli.model import native
+    from ptalker_cli.model.graph_encoder import native_available
+
+    native_decoder = native.decoder_native_available()
+    native_gat = native_available()
     # warm-up
     model.generate(torch.randn(1, 16000, device=dev) * 0.1, tmpl, spec)
     print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>12} {'total s':>9} {'frames/s':>9} {'ms/frame':>9}")
@@ -112,6 +119,10 @@ def main() -> None:
     if len(rows) >= 2:
         (s0, d0), (s1, d1) = rows[0], rows[-1]
         print(f"after-encoder time ratio {s1:.0f}s/{s0:.0f}s = {d1 / d0:.2f} (length ratio {s1 / s0:.1f}: linear = same)")
+    if dev.type == "cuda":
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"native kernels: decoder {native_decoder}, graph encoder {native_gat}; load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

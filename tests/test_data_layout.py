@@ -206,9 +206,10 @@ def test_cli_prepare_biwi_and_vocaset(tmp_path):
                                    "--faces", str(faces), "--lip-region", "none", "-q"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ov" / "wav" / "FaceTalk_170728_03272_TA_sentence01.wav").exists()
-    # errors surface as one-line PtalkerErrors for the main app to print
+    # errors are one line, with no traceback, and a non-zero exit
     res = runner.invoke(data_app, ["prepare", "biwi", str(tmp_path / "nothing"), str(tmp_path / "o")])
-    assert isinstance(res.exception, PtalkerError) and "\n" not in str(res.exception)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), res.output
 
 
 def test_main_app_mounts_data_commands(ds, tmp_path, capsys):

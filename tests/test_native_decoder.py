@@ -49,10 +49,8 @@ CASES = [
     (16, 2, 32, 2, 1, 1, 40),
     (16, 2, 32, 2, 2, 2, 40),
     (12, 3, 20, 1, 3, 1, 30),  # widths that are not multiples of the vector length
-    (128, 4, 256, 6, 2, 1, 300),  # paper's BIWI size
-    (128, 4, 256, 6, 1, 1, 300),
-    (128, 4, 256, 6, 2, 2, 300),
-    (128, 4, 256, 6, 1, 2, 300),
+    (128, 4, 256, 6, 2, 2, 300),  # paper's BIWI size, long enough for rounding to build up
+    (128, 4, 256, 6, 1, 1, 60),
 ]
 
 
