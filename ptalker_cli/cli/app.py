@@ -20,6 +20,7 @@ from .eval_cmd import eval_command
 from .models_cmd import models_app
 from .render_cmd import render
 from .synth_cmd import synth
+from .train_cmd import train
 
 app = GuardedTyper(
     name="ptalker",
@@ -30,6 +31,7 @@ app = GuardedTyper(
 )
 app.command("animate")(animate)
 app.command("render")(render)
+app.command("train")(train)
 app.command("eval")(eval_command)
 app.command("convert")(convert)
 app.add_typer(models_app, name="models", help="The model zoo: list, download, verify, publish.")

@@ -1,0 +1,33 @@
+"""Training: ``ptalker train`` and its library API (see docs/training.md).
+
+    from ptalker_cli.train import TrainConfig, train
+    result = train(TrainConfig(data="data/biwi", preset="biwi", out="runs/biwi"))
+
+Heavy modules are imported lazily, so importing the config stays cheap.
+"""
+
+from __future__ import annotations
+
+from .config import TrainConfig, build_config, parse_assignments, teacher_forcing_probability
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "build_config",
+    "parse_assignments",
+    "set_stage",
+    "style_parameters",
+    "teacher_forcing_probability",
+    "train",
+]
+
+_LAZY = {"Trainer", "TrainResult", "train", "set_stage", "style_parameters"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
