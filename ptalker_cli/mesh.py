@@ -177,12 +177,22 @@ def load_builtin(name: str) -> Topology:
     return Topology.load_saved(folder)
 
 
-def resolve_template(spec: str | Path) -> Topology:
-    """A template given as a shipped name (``ict``, ``tiny``) or a mesh file path."""
+def resolve_template(spec: str | Path, subject: str | None = None) -> Topology:
+    """A template given as a shipped name (``ict``, ``tiny``), a mesh file, or a model folder.
+
+    For a model folder (``config.json`` + ``model.safetensors``) the model's mesh is
+    used, with ``subject``'s own template when the model holds one.
+    """
     spec_s = str(spec)
     if spec_s == "tiny":
         return tiny_topology()
     path = Path(spec_s)
+    if path.is_dir():
+        if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+            raise MeshError(f"{path} is a folder but not a model folder (config.json + model.safetensors)")
+        from .model.ptalker import model_topology
+
+        return model_topology(path, subject)
     if path.suffix and (path.exists() or "/" in spec_s or "\\" in spec_s):
         return load_mesh_file(path)
     return load_builtin(spec_s)

@@ -148,3 +148,20 @@ def test_silent_audio_gives_a_still_face(tmp_path):
 def test_unknown_model_is_an_error(wav_file, tmp_path):
     res = run("animate", wav_file(0.5), "-m", tmp_path / "nope", "-o", tmp_path / "o.npy")
     assert res.exit_code == 1 and "not found" in res.output
+
+
+def test_render_takes_a_model_folder_as_template(wav_file, tmp_path, tiny):
+    from ptalker_cli.mesh import resolve_template
+
+    tiny.save_pretrained(tmp_path / "model")
+    motion = tmp_path / "m.npy"
+    assert run("animate", wav_file(0.5), "-m", tmp_path / "model", "-s", "U1", "-o", motion, "-q").exit_code == 0
+    topo = resolve_template(tmp_path / "model", "U1")
+    assert topo.num_vertices == 192 and len(topo.faces) == len(tiny.topology.faces)
+    np.testing.assert_allclose(topo.vertices, tiny.subject_templates[3].numpy())
+    out = tmp_path / "frames"
+    res = run("render", motion, "--template", tmp_path / "model", "-o", out, "--format", "obj", "-q")
+    assert res.exit_code == 0, res.output
+    assert len(list(out.glob("*.obj"))) == 12
+    res = run("render", motion, "--template", tmp_path, "-o", tmp_path / "x", "--format", "obj", "-q")
+    assert res.exit_code == 1 and "not a model folder" in res.output

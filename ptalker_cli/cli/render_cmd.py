@@ -15,21 +15,21 @@ import typer
 from ..errors import PtalkerError
 
 
-def _load_template(spec: str | None, motion_topology: str):
+def _load_template(spec: str | None, motion_topology: str, subject: str | None = None):
     from ..mesh import resolve_template
 
     if spec is None:
         if motion_topology in ("", "unknown"):
-            raise PtalkerError("the motion's sidecar names no topology; pass --template ID|mesh.obj")
+            raise PtalkerError("the motion's sidecar names no topology; pass --template ID|mesh.obj|model-dir")
         spec = motion_topology
-    return resolve_template(spec)
+    return resolve_template(spec, subject)
 
 
 def render(
     motion: Annotated[Path, typer.Argument(help="Motion file (.npy, (T, V, 3) or (T, V*3)) with its optional JSON sidecar.")],
     template: Annotated[
         Optional[str],
-        typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny) or a mesh file (.obj/.ply/.npz). Default: the topology named in the motion's sidecar."),
+        typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the topology named in the motion's sidecar."),
     ] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video; it sets the video's length.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, a folder = OBJ frames).")] = None,
@@ -49,7 +49,7 @@ def render(
     from ..motion import Motion
 
     m = Motion.load(motion, fps=None)
-    topo = _load_template(template, m.topology)
+    topo = _load_template(template, m.topology, m.meta.get("subject"))
     out = output if output is not None else motion.with_suffix(".mp4")
     chosen = (fmt or detect_format(out)).lower()
     gt = Motion.load(side_by_side) if side_by_side is not None else None

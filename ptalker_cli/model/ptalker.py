@@ -59,11 +59,14 @@ class StyleSpec:
     subjects, or None / zeros (unseen subject: style from audio alone).
     ``reference_style`` (B, d): a motion style code from a reference motion.
     ``strength`` scales the personal parts (s_p and s_m) of the style code.
+    ``reference_motion`` (B, T, V, 3): the reference motion itself (absolute vertices); only
+    ``inference_form="released"`` uses it (its first frame starts the decoder, spec §3.3).
     """
 
     subject_weights: Tensor | None = None
     reference_style: Tensor | None = None
     strength: float = 1.0
+    reference_motion: Tensor | None = None
 
 
 def shift_right(disp: Tensor) -> Tensor:
@@ -129,7 +132,8 @@ class PTalker(nn.Module):
                 SpeechEncoder(speech_models[f"style{i}"], spec.freeze_feature_encoder)
                 for i, spec in enumerate(config.audio_style)
             ]
-            self.audio_style = AudioStyleEncoder(backbones, d, config.audio_style_hidden, config.dropout)
+            self.audio_style = AudioStyleEncoder(backbones, d, config.audio_style_hidden, config.dropout,
+                                                 config.audio_style_rate_hz)
         # E_p^s (FaceFormer: one-hot linear style when use_identity_style is off)
         self.identity = IdentityStyleEncoder(
             n, d, config.decoder_heads, attention=config.use_identity_style and config.identity_attention,
@@ -143,7 +147,7 @@ class PTalker(nn.Module):
             if config.use_graph_encoder and (config.use_motion_content or config.use_motion_style) else None
         )
         args = (d, config.motion_encoder_layers, config.motion_encoder_heads, config.motion_conv_layers,
-                config.period, config.dropout)
+                config.period, config.dropout, config.motion_encoder_form != "released")
         self.content_motion = MotionContentEncoder(*args) if config.use_motion_content else None
         self.style_motion = MotionStyleEncoder(*args) if config.use_motion_style else None
         # D and the zero-initialized output head
@@ -207,7 +211,7 @@ class PTalker(nn.Module):
         if self.content_motion is None and self.style_motion is None:
             return None, None, None, None
         g = self.motion_features(disp_in)
-        c = self.content_motion(g) if self.content_motion is not None else None
+        c = self.content_motion(g, mask) if self.content_motion is not None else None
         tokens = running = clip = None
         if self.style_motion is not None:
             tokens, running, clip = self.style_motion(g, mask)
@@ -373,6 +377,10 @@ class PTalker(nn.Module):
                       use_cache: bool = True, refine_passes: int | None = None) -> Tensor:
         """Everything after the speech encoders: decoder passes, E_G, motion encoders, output head."""
         style = style or StyleSpec()
+        if self.config.inference_form == "released":  # the released predict_* loops (use_cache/refine ignored)
+            from .released import released_decode_motion
+
+            return released_decode_motion(self, feats, template, style)
         a, s_a, frame_lengths = feats["audio_content"], feats["s_a"], feats["frame_lengths"]
         b, t = a.shape[0], a.shape[1] // self.k
         weights = style.subject_weights
@@ -509,6 +517,25 @@ def _single_thread(device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def model_topology(folder: str | Path, subject: str | None = None) -> Topology:
+    """The topology of a saved model (its template, or ``subject``'s), read without building the model."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    config = ModelConfig.load(folder / CONFIG_NAME)
+    try:
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:
+            meta = fh.metadata() or {}
+            vertices = fh.get_tensor("template").numpy()
+            if subject is not None and subject in config.template_subjects:
+                vertices = fh.get_tensor("subject_templates")[config.template_subjects.index(subject)].numpy()
+            faces = fh.get_tensor("faces").numpy()
+            regions = {"lip": fh.get_tensor("lip_index").numpy(), "upper_face": fh.get_tensor("upper_index").numpy()}
+    except Exception as exc:
+        raise ConfigError(f"cannot read the mesh of model {folder}: {exc}") from None
+    return Topology(meta.get("topology", config.topology), vertices, faces, regions, meta.get("units", "normalized"))
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
