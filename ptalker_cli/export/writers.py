@@ -8,17 +8,14 @@ folder that is renamed at the end. Existing outputs are kept unless ``force``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from ..errors import MotionError, PtalkerError
-from ..fileio import atomic_path
+from ..fileio import atomic_folder, atomic_path
 from ..mesh import Topology
 from ..motion import Motion
 
@@ -47,37 +44,6 @@ def _check_new(path: Path, force: bool) -> None:
     if path.is_dir() and not any(path.iterdir()):
         return  # an empty folder holds nothing to overwrite
     raise PtalkerError(f"{path} already exists; use --force to overwrite it")
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path``.
-
-    The old output (if any) is moved aside first and removed only after the new one
-    is in place, so a failure leaves either the old output or nothing, never a mix.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
-        yield tmp
-        old = None
-        if path.exists() or path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _frame_name(k: int, total: int, ext: str) -> str:
