@@ -87,6 +87,14 @@ class ModelConfig:
     identity_dropout: float = 0.1  # P(drop s_p for a sequence): the unseen-subject mode
     # --- inference ------------------------------------------------------------
     refine_passes: int = 1  # styled passes after the first (0 = single pass, no motion terms)
+    # --- released-code compatibility (converted checkpoints, docs/models.md) ---------
+    # "released": E_m^s / E_m^c as in the released code (symmetric conv padding, non-causal
+    # instance norm, unmasked transformer, s_m = mean over the whole clip)
+    motion_encoder_form: str = "causal"  # "causal" | "released"
+    # "released": generate/decode_motion run the released predict_seen / predict_unseen /
+    # predict_with_ref_motion loops (model/released.py; O(T^2), full prefix recompute)
+    inference_form: str = "ptalker"  # "ptalker" | "released"
+    audio_style_rate_hz: float = 0.0  # style backbones' CNN features resampled to this rate (0 = 50 Hz; released 60)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -117,6 +125,8 @@ class ModelConfig:
                 f"config_version {version!r} is not supported (expected {CONFIG_VERSION}); "
                 "convert the checkpoint with a matching ptalker version"
             )
+        for key, default in _ADDED_IN_V1.items():  # fields added later: older config.json files lack them
+            data.setdefault(key, default)
         return _from_dict(cls, data, "config")
 
     @classmethod
@@ -144,10 +154,22 @@ class ModelConfig:
         for name in ("motion_dropout", "identity_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1)")
+        if self.motion_encoder_form not in ("causal", "released"):
+            raise ConfigError(f"motion_encoder_form must be 'causal' or 'released', not {self.motion_encoder_form!r}")
+        if self.inference_form not in ("ptalker", "released"):
+            raise ConfigError(f"inference_form must be 'ptalker' or 'released', not {self.inference_form!r}")
+        if self.audio_style_rate_hz < 0:
+            raise ConfigError("audio_style_rate_hz must be >= 0 (0 = the native 50 Hz)")
         return self
 
 
 # ----------------------------------------------------------------------- (de)serialization
+#: ModelConfig fields added after config_version 1 was fixed, with the value that reproduces the
+#: behaviour of checkpoints written before them (loading stays strict for everything else).
+_ADDED_IN_V1: dict[str, Any] = {"motion_encoder_form": "causal", "inference_form": "ptalker",
+                                "audio_style_rate_hz": 0.0}
+
+
 def _to_jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _to_jsonable(v) for k, v in obj.items()}
@@ -271,6 +293,41 @@ def tiny_speech_encoder(kind: str, hidden: int = 32, layers: int = 2) -> AudioEn
     return AudioEncoderConfig(kind=kind, model_id="", revision=None, license="", hf_config=hf)
 
 
+def logmel_encoder(hidden: int = 128, layers: int = 3, heads: int = 4) -> AudioEncoderConfig:
+    """A log-mel + transformer speech encoder trained from scratch (no pretrained weights)."""
+    hf = dict(n_mels=80, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+              intermediate_size=2 * hidden, dropout=0.1)
+    return AudioEncoderConfig(kind="logmel", model_id="", revision=None, license="", hf_config=hf)
+
+
+def _synthtalk(content: AudioEncoderConfig | None = None, style: AudioEncoderConfig | None = None) -> ModelConfig:
+    """The embedded default's architecture: the ICT head, small sizes, speech encoders from scratch."""
+    return ModelConfig(
+        name="synthtalk",
+        topology="ict",
+        num_vertices=14062,
+        fps=25.0,
+        period=25,
+        feature_dim=64,
+        decoder_layers=3,
+        decoder_heads=4,
+        decoder_ffn_dim=128,
+        motion_encoder_layers=2,
+        motion_encoder_heads=2,
+        motion_conv_layers=2,
+        gat_channels=(4, 4),
+        audio_style_hidden=64,
+        club_hidden=32,
+        audio_content=content or logmel_encoder(128, 3),
+        audio_style=(style or logmel_encoder(64, 2),),
+    )
+
+
+def _synthtalk_hubert() -> ModelConfig:
+    """As ``synthtalk`` with small HuBERT-style encoders (conv front end on the waveform) instead."""
+    return _synthtalk(tiny_speech_encoder("hubert", hidden=128, layers=3), tiny_speech_encoder("wav2vec2", 64, 2))
+
+
 def _biwi() -> ModelConfig:
     return ModelConfig(
         name="biwi",
@@ -349,6 +406,9 @@ PRESETS: dict[str, typing.Callable[[], ModelConfig]] = {
     "faceformer": lambda: faceformer(_biwi()),
     "faceformer-vocaset": lambda: faceformer(_vocaset()),
     "tiny": _tiny,
+    "synthtalk": _synthtalk,
+    "synthtalk-hubert": _synthtalk_hubert,
+    "faceformer-synthtalk": lambda: faceformer(_synthtalk()),
 }
 
 #: Table 4 of the paper: each row as config changes (model) and loss weights set to zero.

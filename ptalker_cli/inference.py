@@ -178,15 +178,16 @@ class Animator:
             raise PtalkerError(f"{source}: audio is too short to produce one motion frame")
         device = self.model.device
         tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
-        ref = None
+        ref = ref_verts = None
         style_label = "audio" if weights is None else (style if isinstance(style, str) else "blend")
         if style_from is not None:
             ref_motion = style_from if isinstance(style_from, Motion) else Motion.load(style_from)
             ref_motion.validate(topo.num_vertices, f"reference motion {style_from}")
-            ref = self.model.reference_style(
-                torch.from_numpy(ref_motion.vertices).to(device).unsqueeze(0), tmpl)
+            ref_verts = torch.from_numpy(ref_motion.vertices).to(device).unsqueeze(0)
+            ref = self.model.reference_style(ref_verts, tmpl)
             style_label = f"reference:{Path(str(style_from)).name}"
-        spec = StyleSpec(weights.to(device) if weights is not None else None, ref, style_strength)
+        spec = StyleSpec(weights.to(device) if weights is not None else None, ref, style_strength,
+                         reference_motion=ref_verts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             verts = self.model.generate(torch.from_numpy(wave).to(device).unsqueeze(0), tmpl, spec)

@@ -37,11 +37,18 @@ def build_speech_model(spec: AudioEncoderConfig) -> tuple[nn.Module, AudioEncode
     otherwise the pretrained weights are fetched with ``from_pretrained`` at the pinned
     revision (hub id or local folder), under the hub's cache and offline rules.
     """
+    if spec.kind == "logmel":  # trained from scratch; no transformers model behind it
+        from dataclasses import replace as _replace
+
+        from .logmel import build_logmel
+
+        model, cfg = build_logmel(spec.hf_config)
+        return model, _replace(spec, hf_config=cfg)
     from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 
     classes = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model)}
     if spec.kind not in classes:
-        raise ConfigError(f"unknown speech encoder kind '{spec.kind}'; use 'hubert' or 'wav2vec2'")
+        raise ConfigError(f"unknown speech encoder kind '{spec.kind}'; use 'hubert', 'wav2vec2' or 'logmel'")
     config_cls, model_cls = classes[spec.kind]
     overrides = dict(apply_spec_augment=spec.apply_spec_augment, layerdrop=spec.layerdrop, mask_time_prob=0.0)
     if spec.apply_spec_augment:
@@ -115,6 +122,8 @@ class SpeechEncoder(nn.Module):
             if frame_lengths is None:
                 frame_lengths = torch.full((b,), num_frames, dtype=torch.long, device=wave.device)
             feats, lengths = self._align(feats, lengths, frame_lengths, num_frames)
+        elif self.rate_hz > 0:
+            feats, lengths = self._resample(feats, lengths, self.rate_hz)
         s = feats.shape[1]
         mask = torch.arange(s, device=wave.device).unsqueeze(0) < lengths.unsqueeze(1)
         proj = self.model.feature_projection(feats)
@@ -139,9 +148,23 @@ class SpeechEncoder(nn.Module):
                 out[i, :frames] = F.interpolate(seg, size=frames, mode="linear", align_corners=True)[0].T
         return out, torch.where(lengths > 0, frame_lengths, torch.zeros_like(frame_lengths))
 
+    def _resample(self, feats: Tensor, lengths: Tensor, rate_hz: float):
+        """Linear resampling (align_corners) of each sequence's n CNN frames to int(n/50·rate) frames: the
+        released wav2vec2 forward (50 → 60 Hz before the transformer)."""
+        b, _, c = feats.shape
+        sizes = [int(int(n) / SPEECH_HZ * rate_hz) if int(n) > 0 else 0 for n in lengths]
+        out = feats.new_zeros(b, max(max(sizes), 1), c)
+        for i, (n, size) in enumerate(zip(lengths.tolist(), sizes)):
+            if size > 0:
+                seg = feats[i: i + 1, : int(n)].transpose(1, 2)
+                out[i, :size] = F.interpolate(seg, size=size, mode="linear", align_corners=True)[0].T
+        return out, torch.tensor(sizes, dtype=torch.long, device=feats.device)
+
     #: speech frames per motion frame and whether that ratio is exact (set by set_motion_fps)
     k = 2
     exact = True
+    #: without num_frames: resample the CNN features to this rate before the transformer (0 = native 50 Hz)
+    rate_hz = 0.0
 
     def set_motion_fps(self, fps: float) -> None:
         ratio = SPEECH_HZ / float(fps)
@@ -159,9 +182,12 @@ class AudioStyleEncoder(nn.Module):
     concatenated hidden states.
     """
 
-    def __init__(self, backbones: list[SpeechEncoder], dim: int, hidden: int, dropout: float = 0.1):
+    def __init__(self, backbones: list[SpeechEncoder], dim: int, hidden: int, dropout: float = 0.1,
+                 rate_hz: float = 0.0):
         super().__init__()
         self.backbones = nn.ModuleList(backbones)
+        for backbone in backbones:  # ModelConfig.audio_style_rate_hz (released: 60)
+            backbone.rate_hz = float(rate_hz)
         width = sum(b.hidden_size for b in backbones)
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, dim)

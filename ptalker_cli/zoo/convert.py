@@ -24,9 +24,11 @@ The released code saves ``model.state_dict()`` of its ``PTalker`` module (spec Â
   classifier one to one (weight-norm ``weight_g``/``weight_v`` of old PyTorch versions
   are renamed to ``parametrizations.weight.original0/1``).
 
-What the converted model cannot yet reproduce exactly is listed in
-:data:`FORWARD_DIFFERENCES` and :data:`SWITCHES_FOR_EXACT_REPRODUCTION` (also in the
-conversion report and docs/models.md). The checkpoint is read with
+The converted config sets :data:`RELEASED_SWITCHES` (``motion_encoder_form``,
+``inference_form``, ``audio_style_rate_hz``), so ``PTalker.generate`` reproduces the released
+``predict_seen`` / ``predict_unseen`` / ``predict_with_ref_motion`` exactly (float32
+tolerance). What still differs is listed in :data:`FORWARD_DIFFERENCES` and
+:data:`SWITCHES_FOR_EXACT_REPRODUCTION` (also in the conversion report and docs/models.md). The checkpoint is read with
 ``torch.load(weights_only=True)``; every key is accounted for (mapped, folded,
 validated, unused or unmatched) and a model with a missing weight is never written.
 """
@@ -52,38 +54,44 @@ DATASETS: dict[str, dict[str, Any]] = {
     "vocaset": {"fps": 30.0, "period": 30, "subjects": VOCASET_SUBJECTS, "topology": "flame"},
 }
 
-#: Where the converted model's forward pass still differs from the released code's inference.
+#: ModelConfig switches every converted model gets: the released inference, reproduced exactly
+#: (the released predict_* loops, bidirectional motion encoders, 60-Hz audio-style backbone).
+RELEASED_SWITCHES: dict[str, Any] = {
+    "motion_encoder_form": "released",
+    "inference_form": "released",
+    "audio_style_rate_hz": 60.0,
+}
+
+#: Where the converted model still differs from the released code (its inference is reproduced exactly).
 FORWARD_DIFFERENCES = (
-    "motion style at inference: the released predict_* loops run the motion style encoder on the decoder's own "
-    "PPE'd input tokens of the prefix at every step and add its mean to the next token only; ptalker decodes a "
-    "first pass without s_m and then refines with the motion style of the generated motion (refine_passes=1)",
-    "motion style encoder: released convolutions are symmetric (padding 1 on both sides), its transformer is "
-    "unmasked (bidirectional) and s_m is the mean over all frames; ptalker's is causal (left padding, causal mask, "
-    "running mean)",
-    "decoder tokens at inference: the released code adds no start token and no vertex-encoder bias to the first "
-    "token, keeps s_a on token 0 only at step 0 (predict_seen) and returns the last step's outputs for all "
-    "positions; ptalker adds start_token + s_p + s_a to every token (as in the released training)",
-    "audio style: the released wav2vec2 forward resamples the CNN features from 50 Hz to 60 Hz before the "
-    "transformer; ptalker's style backbone runs at the native 50 Hz",
-    "identity style: exact for one-hot inputs (folded); blends of subjects are linear blends of the folded codes "
-    "(the released encoder takes the argmax), and the released attention parameters cannot be fine-tuned",
+    "identity style: exact for one-hot inputs (folded); blends of subjects (--style A:0.5,B:0.5) are linear "
+    "blends of the folded codes (the released encoder takes the argmax), and the released attention parameters "
+    "cannot be fine-tuned",
+    "training: ptalker's training forward and losses are used, not the released ones (only the released "
+    "inference loops are reproduced; the converted config keeps motion_encoder_form='released', so s_m is the "
+    "bidirectional clip style of the teacher-forced input, as in the released training)",
+    "length: the released code fails beyond 600 frames (its biased mask); ptalker has no cap (identical below it)",
+    "ptalker extensions have no released counterpart: --style-strength other than 1 scales s_p and s_m, batches "
+    "are decoded in lock-step (the released code is batch size 1)",
+    "numerics: float32 kernels differ (ptalker's attention uses scaled_dot_product_attention and computes the "
+    "aligned cross-attention locally): outputs agree to about 1e-6, not bit for bit",
 )
 
-#: Config switches the model would need for an exact forward reproduction of the released inference.
+#: How the exact reproduction is switched on (all set by the converter), and what is left optional.
 SWITCHES_FOR_EXACT_REPRODUCTION = (
-    "motion_encoder_form='released': symmetric Conv1d padding (k=3, pad 1), unmasked transformer encoder, "
-    "non-causal InstanceNorm1d in E_m^c, clip mean instead of the running mean",
-    "motion_style_on_decoder_tokens=True: at step i>=1 compute s_m = mean_t E_m^s(PPE(E_{0..i})) over the stored "
-    "decoder tokens and add it to the new token only (full-prefix recompute, O(T^2) encoder work)",
-    "released_inference_tokens=True: first token = s_p + s_a at step 0 and s_p afterwards (seen), start_token + "
-    "s_a (unseen); no start_token elsewhere; no vertex-encoder bias on the first token; a final decoder pass over "
-    "the stored tokens to return the last step's outputs for every position",
-    "audio_style_rate_hz=60 on AudioEncoderConfig (or the audio style encoder): linear resampling of the style "
-    "backbone's CNN features to int(S/50*60) frames (align_corners=True) before its transformer",
-    "optional released_identity_attention=True: the released per-scalar Wq/Wk/Wv + MultiheadAttention(4, 4) + "
-    "LayerNorm(4) + Linear(4, 1) block with s_p = ReLU(p + attention), to keep obj_vector/my_obj_vector/attention "
-    "trainable and reproduce argmax behaviour for blends (inference on one-hot inputs is already exact)",
-    "optional use_club=False: drop the CLUB estimator (training-only; initialised fresh in converted models)",
+    "motion_encoder_form='released' (set): symmetric Conv1d padding (k=3, pad 1), unmasked transformer encoder, "
+    "non-causal InstanceNorm1d in E_m^c, s_m = mean over all frames",
+    "inference_form='released' (set): PTalker.generate runs the released predict_seen / predict_unseen / "
+    "predict_with_ref_motion loops (ptalker_cli/model/released.py): s_m = mean E_m^s(PPE(E_{0..i})) of the stored "
+    "decoder tokens, added to the new token only for i>=1; first token s_p (+ s_a at step 0 only) when seen, "
+    "start_token + s_a when unseen, the raw first reference frame's embedding with --style-from; full-prefix "
+    "recompute each step (O(T^2)); the last step's outputs returned for every position",
+    "audio_style_rate_hz=60 (set): linear resampling of the style backbone's CNN features to int(S/50*60) frames "
+    "(align_corners=True) before its transformer",
+    "optional, not implemented: released_identity_attention=True (the released per-scalar Wq/Wk/Wv + "
+    "MultiheadAttention(4, 4) + LayerNorm(4) + Linear(4, 1) block, to keep it trainable and reproduce argmax "
+    "behaviour for blends; one-hot inputs are already exact)",
+    "optional, not implemented: use_club=False (the CLUB estimator is training-only, initialised fresh)",
 )
 
 _SPEECH_PREFIXES = (("audio_encoder.", "audio_encoder.model."),
@@ -405,7 +413,7 @@ def convert_released(
         motion_encoder_heads=2, motion_conv_layers=m_convs, audio_style_hidden=int(fc1.shape[0]),
         audio_content=content_spec, audio_style=(style_spec,), use_graph_encoder=False, use_motion_content=False,
         use_motion_style=True, use_audio_style=True, use_identity_style=True, identity_attention=False,
-        motion_dropout=0.0, identity_dropout=0.0, refine_passes=1,
+        motion_dropout=0.0, identity_dropout=0.0, refine_passes=1, **RELEASED_SWITCHES,
     ).validate()
 
     gen = torch.random.fork_rng()
