@@ -79,14 +79,35 @@ class Speaker:
         }
 
 
-def sample_voice(rng: np.random.Generator, key: str) -> Voice:
-    """Pitch, intonation range, rate and vocal-tract scale for a voice."""
-    rate = float(rng.uniform(0.85, 1.2))
+def _unit(value: float, name: str) -> float:
+    lo, hi = STYLE_RANGES[name][:2]
+    return (float(value) - lo) / (hi - lo)
+
+
+def sample_voice(rng: np.random.Generator, key: str, style: "SpeakerStyle | None" = None) -> Voice:
+    """Pitch, intonation range, rate and vocal-tract scale for a voice.
+
+    With ``style`` the speaking style is *audible*, as it is in people: a smoother
+    speaker talks more slowly (rate from ``smoothness``), protruded lips lengthen the
+    vocal tract and lower the formants (tract from ``protrusion``), and a wide-mouthed
+    speaker has a livelier intonation (F0 range from ``amplitude``, diphone voices).
+    Asymmetry, timing offset, brow activity and blinks stay inaudible. Each mapping
+    carries a little independent noise.
+    """
+    if style is None:
+        rate = float(rng.uniform(0.85, 1.2))
+        tract_u = float(rng.uniform(0.0, 1.0))
+        range_u = float(rng.uniform(0.0, 1.0))
+    else:
+        rate = 1.2 - 0.35 * _unit(style.smoothness, "smoothness") + float(rng.uniform(-0.03, 0.03))
+        tract_u = 1.0 - _unit(style.protrusion, "protrusion") + float(rng.uniform(-0.05, 0.05))
+        range_u = _unit(style.amplitude, "amplitude") + float(rng.uniform(-0.05, 0.05))
+    tract_u, range_u = min(max(tract_u, 0.0), 1.0), min(max(range_u, 0.0), 1.0)
     if VOICES[key][1] == "diphone":
-        tract = float(rng.uniform(0.92, 1.12))
+        tract = 0.92 + 0.20 * tract_u
         return Voice(key, f0_mean=round(float(rng.uniform(85.0, 150.0)), 2),
-                     f0_std=round(float(rng.uniform(10.0, 28.0)), 2), rate=round(rate, 4), tract=round(tract, 4))
-    tract = float(rng.uniform(0.88, 1.1))
+                     f0_std=round(10.0 + 18.0 * range_u, 2), rate=round(rate, 4), tract=round(tract, 4))
+    tract = 0.88 + 0.22 * tract_u
     return Voice(key, rate=round(rate, 4), tract=round(tract, 4))
 
 
@@ -100,7 +121,7 @@ def sample_speaker(index: int, seed: int, voices: Sequence[str] = tuple(VOICES),
     rng = np.random.default_rng([int(seed), 1, int(index)])
     key = voices[index % len(voices)]
     style = SpeakerStyle.sample(rng)
-    voice = sample_voice(rng, key)
+    voice = sample_voice(rng, key, style)
     identity = tuple(round(float(c), 5) for c in np.clip(rng.standard_normal(identity_modes), -2.0, 2.0))
     return Speaker(name or speaker_name(index), voice, style, identity)
 

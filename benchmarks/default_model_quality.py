@@ -1,0 +1,193 @@
+"""Quality figures of a model trained on SynthTalk: style recovery from audio, and real speech.
+
+Usage:
+  python benchmarks/default_model_quality.py --model weights/synthtalk --data SYNTHTALK_DIR \
+      [--plot docs/images/style_codes_pca.png] [--real-speech /usr/share/sounds/alsa] [--json out.json]
+
+1. Style. The audio style code s_a of every utterance of every speaker is computed.
+   A ridge regression from s_a to the speakers' known style parameters (from the
+   corpus manifest) is fitted on the training speakers' utterances and evaluated on
+   held-out speakers: leave-one-speaker-out over the training speakers, and on the
+   unseen speakers (whose audio the model never saw). Reported: per parameter, the
+   Pearson r between predicted and true values over the held-out speakers and the mean
+   absolute error relative to the parameter's range, against predicting the training
+   mean; and whether the nearest training speaker by predicted style equals the
+   nearest by true style. A PCA plot of the utterance codes, one colour per speaker,
+   is written as a PNG.
+2. Real speech. The recordings (e.g. the ALSA test voice in /usr/share/sounds/alsa,
+   GPL-2, installed with alsa-utils) are joined with pauses and animated; the mouth
+   opening is correlated with the speech envelope, and its mean in pauses is compared
+   with its mean in speech.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ptalker_cli.audio import load_audio  # noqa: E402
+from ptalker_cli.eval.lipsync import lipsync_report, mouth_opening, speech_envelope  # noqa: E402
+from ptalker_cli.inference import Animator, load_model  # noqa: E402
+
+UPPER_LIP, LOWER_LIP = 5533, 5517  # ICT head: a mid upper-lip and mid lower-lip vertex (cm, +Y up)
+AUDIBLE = ("amplitude", "protrusion", "smoothness")
+
+
+def style_codes(model, data: Path, manifest: dict) -> tuple[np.ndarray, list[str]]:
+    codes, speakers = [], []
+    for wav in sorted((data / "wav").glob("*.wav")):
+        subject = wav.stem.rsplit("_", 1)[0]
+        wave = torch.from_numpy(load_audio(wav))[None]
+        with torch.inference_mode():
+            s_a = model.encode_speech(wave)["s_a"]
+        codes.append(s_a[0].float().numpy())
+        speakers.append(subject)
+    return np.stack(codes), speakers
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float = 1.0):
+    mx, sx = x.mean(0), x.std(0) + 1e-6
+    my = y.mean(0)
+    xs = (x - mx) / sx
+    w = np.linalg.solve(xs.T @ xs + lam * np.eye(xs.shape[1]), xs.T @ (y - my))
+    return lambda q: ((q - mx) / sx) @ w + my
+
+
+def style_recovery(codes, speakers, styles, train, unseen, params):
+    y_all = np.array([[styles[s][p] for p in params] for s in speakers])
+    spk = np.array(speakers)
+    truth, pred, base, kind = [], [], [], []
+    for held in list(train) + list(unseen):
+        fit_speakers = [s for s in train if s != held]
+        fit = np.isin(spk, fit_speakers)
+        model = ridge(codes[fit], y_all[fit])
+        q = spk == held
+        pred.append(model(codes[q]).mean(0))
+        truth.append(np.array([styles[held][p] for p in params]))
+        base.append(np.array([np.mean([styles[s][p] for s in fit_speakers]) for p in params]))
+        kind.append("unseen" if held in unseen else "held-out training speaker")
+    truth, pred, base = map(np.stack, (truth, pred, base))
+    return truth, pred, base, kind
+
+
+def pca_plot(codes: np.ndarray, speakers: list[str], unseen: list[str], path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    x = codes - codes.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    size, pad = 640, 50
+    lo, hi = xy.min(0), xy.max(0)
+    pts = pad + (xy - lo) / np.maximum(hi - lo, 1e-9) * (size - 2 * pad)
+    img = Image.new("RGB", (size + 170, size), "white")
+    draw = ImageDraw.Draw(img)
+    names = sorted(set(speakers))
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (255, 215, 0)]
+    for (px, py), s in zip(pts, speakers):
+        c = palette[names.index(s) % len(palette)]
+        r = 5
+        if s in unseen:
+            draw.rectangle([px - r, size - py - r, px + r, size - py + r], outline=c, width=2)
+        else:
+            draw.ellipse([px - r, size - py - r, px + r, size - py + r], fill=c)
+    for i, s in enumerate(names):
+        c = palette[i % len(palette)]
+        y0 = 40 + 22 * i
+        if s in unseen:
+            draw.rectangle([size + 20, y0, size + 30, y0 + 10], outline=c, width=2)
+        else:
+            draw.ellipse([size + 20, y0, size + 30, y0 + 10], fill=c)
+        draw.text((size + 40, y0 - 2), s + (" (unseen)" if s in unseen else ""), fill=(0, 0, 0))
+    draw.text((pad, 12), "audio style codes s_a, one point per utterance (PCA, first two components)", fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def real_speech(animator: Animator, folder: Path, pause_s: float = 0.7) -> tuple[dict, list[str]]:
+    files = sorted(p for p in folder.glob("*.wav") if "noise" not in p.name.lower())
+    sr = 16000
+    gap = np.zeros(int(pause_s * sr), dtype=np.float32)
+    parts = [gap]
+    for f in files:
+        parts += [load_audio(f), gap]
+    wave = np.concatenate(parts)
+    motion = animator.animate(wave).motion
+    opening = mouth_opening(motion.vertices, UPPER_LIP, LOWER_LIP)
+    env = speech_envelope(wave, motion.num_frames, motion.fps)
+    return lipsync_report(opening, env).to_dict(), [f.name for f in files]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--real-speech", type=Path, default=Path("/usr/share/sounds/alsa"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(2)
+    model = load_model(args.model)
+    manifest = json.loads((args.data / "dataset.json").read_text())
+    synth = manifest["source"]["synth"]
+    styles, unseen = synth["speaker_styles"], list(synth["unseen_subjects"])
+    train = list(manifest["train_subjects"])
+    params = list(next(iter(styles.values())).keys())
+    codes, speakers = style_codes(model, args.data, manifest)
+    truth, pred, base, kind = style_recovery(codes, speakers, styles, train, unseen, params)
+    report: dict = {"style": {}, "utterances": len(speakers)}
+    ranges = synth["style_ranges"]
+    print(f"style recovery from the audio style code ({len(speakers)} utterances; held out: {len(train)} training "
+          f"speakers one at a time + {len(unseen)} unseen)")
+    print(f"{'parameter':>18} {'r(pred,true)':>13} {'MAE/range':>10} {'mean-predictor MAE/range':>25}")
+    for j, p in enumerate(params):
+        span = ranges[p][1] - ranges[p][0]
+        r = float(np.corrcoef(pred[:, j], truth[:, j])[0, 1]) if truth[:, j].std() > 0 else float("nan")
+        mae = float(np.abs(pred[:, j] - truth[:, j]).mean() / span)
+        mae0 = float(np.abs(base[:, j] - truth[:, j]).mean() / span)
+        report["style"][p] = {"r": r, "mae_over_range": mae, "mean_predictor_mae_over_range": mae0,
+                              "audible": p in AUDIBLE}
+        print(f"{p + (' *' if p in AUDIBLE else ''):>18} {r:13.3f} {mae:10.3f} {mae0:25.3f}")
+    print("  (* audible in SynthTalk: the voice's rate, vocal-tract length and intonation range follow them)")
+    audible = [params.index(p) for p in AUDIBLE]
+    norm = np.array([ranges[p][1] - ranges[p][0] for p in params])
+    tr = np.array([[styles[s][p] for p in params] for s in train]) / norm
+    hits = []
+    for i, held in enumerate(list(train) + list(unseen)):
+        cands = [k for k, s in enumerate(train) if s != held]
+        d_pred = np.linalg.norm(tr[cands][:, audible] - (pred[i] / norm)[audible], axis=1)
+        d_true = np.linalg.norm(tr[cands][:, audible] - (truth[i] / norm)[audible], axis=1)
+        hits.append(int(np.argmin(d_pred) == np.argmin(d_true)))
+    report["nearest_training_speaker_agreement"] = float(np.mean(hits))
+    report["nearest_training_speaker_chance"] = 1.0 / (len(train) - 1)
+    print(f"nearest training speaker by predicted audible style = by true style: {np.mean(hits):.2f} "
+          f"(chance {1.0 / (len(train) - 1):.2f})")
+    for i, held in enumerate(unseen):
+        j = len(train) + i
+        print(f"  unseen {held}: " + ", ".join(f"{p} {pred[j, params.index(p)]:.3f} (true {truth[j, params.index(p)]:.3f})"
+                                               for p in AUDIBLE))
+    if args.plot:
+        pca_plot(codes, speakers, unseen, args.plot)
+        print(f"PCA plot: {args.plot}")
+    if args.real_speech and args.real_speech.is_dir():
+        rs, files = real_speech(Animator(model), args.real_speech)
+        report["real_speech"] = {**rs, "files": files, "source": str(args.real_speech)}
+        print(f"real speech ({len(files)} recordings from {args.real_speech}, joined with 0.7 s pauses): "
+              f"r(mouth opening, envelope) = {rs['correlation']:.3f} at lag 0, best {rs['best_correlation']:.3f} "
+              f"at lag {rs['best_lag_frames']} frames; mean opening {rs['opening_speech']:.3f} cm in speech vs "
+              f"{rs['opening_pause']:.3f} cm in pauses ({rs['pause_frames']} pause frames)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
