@@ -22,6 +22,9 @@ from .errors import ConfigError
 
 CONFIG_VERSION = 1
 
+#: The embedded default model (in weights/, listed in the model registry): trained on SynthTalk, ICT head.
+DEFAULT_MODEL = "synthtalk-ict"
+
 
 @dataclass(frozen=True)
 class AudioEncoderConfig:

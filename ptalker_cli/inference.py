@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, load_audio
-from .config import preset
+from .config import DEFAULT_MODEL, preset
 from .errors import PtalkerError
 from .mesh import Topology, resolve_template, tiny_topology
 from .model.ptalker import PTalker, StyleSpec, build_model
@@ -61,10 +61,10 @@ def tiny_model(seed: int = TINY_SEED) -> PTalker:
     return model.eval()
 
 
-def load_model(spec: str | Path = "tiny", device: str | torch.device = "cpu", offline: bool | None = None) -> PTalker:
+def load_model(spec: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", offline: bool | None = None) -> PTalker:
     """A model by name or address.
 
-    ``tiny`` (built in), a folder holding ``config.json`` + ``model.safetensors`` (e.g. a
+    The embedded default (:data:`DEFAULT_MODEL`, verified by sha256), ``tiny`` (built in), a folder holding ``config.json`` + ``model.safetensors`` (e.g. a
     training run), ``hf://org/repo[@revision]``, or a name of the model registry
     (``ptalker models list``). Hub files are downloaded into the hub cache and verified;
     ``offline`` (or ``HF_HUB_OFFLINE=1``) uses the cache only. See docs/models.md.
@@ -202,7 +202,7 @@ class Animator:
         return AnimateResult(motion, subject or "", style_label)
 
 
-def animate(audio, model: str | Path | PTalker = "tiny", device: str = "auto", **kwargs) -> Motion:
+def animate(audio, model: str | Path | PTalker = DEFAULT_MODEL, device: str = "auto", **kwargs) -> Motion:
     """One-call API: ``animate("speech.wav", subject="F2")`` → :class:`Motion`."""
     m = model if isinstance(model, PTalker) else load_model(model, device)
     return Animator(m).animate(audio, **kwargs).motion

@@ -50,10 +50,15 @@ def _snapshot_files(cache: Path, repo: str) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- registry
-def test_packaged_registry_lists_only_the_real_audio_encoders():
+def test_packaged_registry_lists_only_the_real_models():
     reg = load_registry(include_user=False)
-    assert {e.kind for e in reg} == {"audio-encoder"}
-    by_repo = {e.repo_id: e for e in reg}
+    assert {e.kind for e in reg} == {"audio-encoder", "embedded"}
+    embedded = [e for e in reg if e.kind == "embedded"]
+    assert [e.name for e in embedded] == ["synthtalk-ict"]  # the shipped default, verified at load
+    from ptalker_cli.zoo.hub import embedded_folder
+
+    assert (embedded_folder(embedded[0]) / "model.safetensors").exists()
+    by_repo = {e.repo_id: e for e in reg if e.kind == "audio-encoder"}
     for spec in (HUBERT_LARGE, W2V2_SPEAKER_ID, W2V2_EMOTION):
         entry = by_repo[spec.model_id]
         assert entry.revision == spec.revision and entry.license == spec.license == "apache-2.0"
@@ -255,7 +260,7 @@ def test_load_model_from_hf_uri_registry_name_and_folder(served_model, tiny, tmp
     m2 = load_model("tiny-talker", offline=True)  # same cached blobs, verified records reused
     assert m2.config == m1.config and len(zoo.requests) == n
     assert load_model(str(tmp_path / "tiny-model")).config == tiny.config
-    with pytest.raises(PtalkerError, match="model 'nope' not found: give a model name \\(tiny, tiny-talker\\)"):
+    with pytest.raises(PtalkerError, match="model 'nope' not found: give a model name \\(tiny, synthtalk-ict, tiny-talker\\)"):
         load_model("nope")
     with pytest.raises(PtalkerError, match="is an audio encoder"):
         load_model("hubert-large-ls960-ft")

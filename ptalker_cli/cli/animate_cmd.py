@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import PtalkerError
+from ..config import DEFAULT_MODEL
 from .common import console, error, print_json, progress
 
 FORMATS = ("npy", "obj", "ply", "glb", "mp4")
@@ -25,7 +26,8 @@ def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
                                 "sequence); with several inputs, a folder that gets one output per input."),
-    model: str = typer.Option("tiny", "--model", "-m", help="Model name or model folder (e.g. a training run)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
+                              "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
                                           "training subject, its style. Unseen subjects get their style from the audio."),
     style: Optional[str] = typer.Option(None, "--style", help="Style of another training subject, or a blend "
