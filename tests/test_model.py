@@ -230,3 +230,20 @@ def dataclasses_error():
     import dataclasses
 
     return dataclasses.FrozenInstanceError
+
+
+def test_refinement_codes_on_the_vertex_major_path_equal_the_reference():
+    m = _model()
+    audio, _, tmpl = _batch(m, frames=40)
+    feats = m.encode_speech(audio)
+    with torch.inference_mode():
+        hidden = torch.randn(1, 40, m.config.feature_dim)
+        mask = torch.ones(1, 40, dtype=torch.bool)
+        fast = m._refine_codes(hidden, mask)
+        from ptalker_cli.model.ptalker import shift_right
+
+        disp = m.vertice_decoder(hidden).view(1, 40, -1, 3)
+        ref = m.motion_codes(shift_right(disp), mask)
+        assert m.graph_encoder.native_vertex_major_ok(hidden)  # the fast path really runs here
+    for a, b in zip(fast, ref):
+        assert (a - b).abs().max() <= 1e-4

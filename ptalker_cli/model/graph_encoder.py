@@ -634,16 +634,22 @@ class GraphAttentionEncoder(nn.Module):
     @torch.no_grad()
     def _encode_chunk_native(self, x: Tensor) -> Tensor:
         """x (n, V, 3) float32 -> (n, out_dim) with the fused kernel: frame-major input is
-        transposed once to (V·3, n); the GAT runs on blocks of ``native_block_frames`` frames
-        (cache-sized) and writes straight into the (V·C, n) matrix fed to the final Linear."""
+        transposed once to (V·3, n), then :meth:`_encode_vm_native`."""
         lib = _get_native()
         n, V = x.shape[0], self.num_vertices
         x = x.detach().contiguous()
-        nt = max(1, torch.get_num_threads())
+        xt = self._workspace("input", V * 3 * n).view(V, 3, n)
+        lib.transpose_f32(_ptr(x), n, V * 3, _ptr(xt), max(1, torch.get_num_threads()))
+        return self._encode_vm_native(xt)
+
+    @torch.no_grad()
+    def _encode_vm_native(self, xt: Tensor) -> Tensor:
+        """xt (V, 3, n) vertex-major, unit frame stride -> (n, out_dim). The GAT runs on blocks
+        of ``native_block_frames`` frames (cache-sized) and writes straight into the (V·C, n)
+        matrix fed to the final Linear."""
+        V, n = self.num_vertices, xt.shape[2]
         B = min(self.native_block_frames, n)
         C = self.feature_channels
-        xt = self._workspace("input", V * 3 * n).view(V, 3, n)
-        lib.transpose_f32(_ptr(x), n, V * 3, _ptr(xt), nt)
         feats = self._workspace("features", V * C * n).view(V, C, n)
         widths = [layer.out_features for layer in self.layers[:-1]]
         mids = [self._workspace(f"mid{i % 2}", V * w * B) for i, w in enumerate(widths)]
@@ -658,6 +664,27 @@ class GraphAttentionEncoder(nn.Module):
                 h = layer._forward_native(h, self.pad_index, elu=i < last, out=out,
                                           scratch=scratch)
         return self._project(feats.view(V * C, n))
+
+    def native_vertex_major_ok(self, x: Tensor) -> bool:
+        """Whether :meth:`encode_vertex_major` can take ``x`` (inference on CPU with the fused kernel)."""
+        return self._use_native(x)
+
+    @torch.no_grad()
+    def encode_vertex_major(self, xt: Tensor) -> Tensor:
+        """Inference on frames already laid out vertex-major: xt (V, 3, n) -> (n, out_dim).
+
+        Saves the transpose of :meth:`forward` when the caller can produce this layout
+        directly (the decoder's output head can: W (3V × d) @ H (d × n)).
+        """
+        if xt.dim() != 3 or xt.shape[0] != self.num_vertices or xt.shape[1] != 3:
+            raise ValueError(f"expected ({self.num_vertices}, 3, n), got {tuple(xt.shape)}")
+        if not self._use_native(xt):
+            return self.forward(xt.permute(2, 0, 1))
+        xt = xt if xt.stride(2) == 1 and xt.stride(0) == 3 * xt.stride(1) else xt.contiguous()
+        step = self.native_chunk_frames
+        with self._ws_lock:
+            outs = [self._encode_vm_native(xt[:, :, i:i + step]) for i in range(0, xt.shape[2], step)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
     def forward(self, disp: Tensor) -> Tensor:
         """disp (..., V, 3) vertex displacements -> (..., out_dim)."""

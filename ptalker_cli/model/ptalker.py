@@ -210,7 +210,9 @@ class PTalker(nn.Module):
         """Motion content c (B,T,d) and running / clip motion style from shifted displacements."""
         if self.content_motion is None and self.style_motion is None:
             return None, None, None, None
-        g = self.motion_features(disp_in)
+        return self._codes_from_features(self.motion_features(disp_in), mask)
+
+    def _codes_from_features(self, g: Tensor, mask: Tensor | None):
         c = self.content_motion(g, mask) if self.content_motion is not None else None
         tokens = running = clip = None
         if self.style_motion is not None:
@@ -399,15 +401,36 @@ class PTalker(nn.Module):
         hidden = self._decode(cond.expand(b, t, -1), a, use_cache)
         frame_mask = torch.arange(t, device=a.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
         for _ in range(passes):
-            disp = self.vertice_decoder(hidden).view(b, t, -1, 3)
-            c, _, running, _ = self.motion_codes(shift_right(disp), frame_mask)
+            c, _, running, _ = self._refine_codes(hidden, frame_mask)
             extra = cond.expand(b, t, -1)
             if c is not None:
                 extra = extra + c
             if running is not None and ref is None:
                 extra = extra + style.strength * running
             hidden = self._decode(extra, a, use_cache)
-        return self.vertice_decoder(hidden).view(b, t, -1, 3) + template.unsqueeze(1)
+        # output head with the template folded into its bias: one pass over the (T, 3V) output
+        head = self.vertice_decoder
+        bias = head.bias.unsqueeze(0) + template.reshape(b, 1, -1)  # (B, 1, 3V)
+        return torch.baddbmm(bias, hidden, head.weight.t().expand(b, -1, -1)).view(b, t, -1, 3)
+
+    def _refine_codes(self, hidden: Tensor, frame_mask: Tensor):
+        """The motion codes of the motion a pass decoded (its frames shifted by one).
+
+        On the fused CPU path the shifted displacements are produced directly in the
+        graph encoder's vertex-major layout — W (3V × d) @ [0, h_0 … h_{T−2}] — which
+        saves the (T, 3V) output, the shift and the transpose; the result is the same.
+        """
+        b, t, d = hidden.shape
+        g_enc = self.graph_encoder
+        if g_enc is not None and b == 1 and g_enc.native_vertex_major_ok(hidden):
+            h_prev = torch.cat([hidden.new_zeros(1, d), hidden[0, :-1]]).t()  # (d, T)
+            head = self.vertice_decoder
+            disp_vm = torch.addmm(head.bias.unsqueeze(1), head.weight, h_prev)  # (3V, T) = (V, 3, T)
+            disp_vm[:, 0] = 0.0  # frame −1 is a zero displacement
+            g = g_enc.encode_vertex_major(disp_vm.view(-1, 3, t)).unsqueeze(0)
+            return self._codes_from_features(g, frame_mask)
+        disp = self.vertice_decoder(hidden).view(b, t, -1, 3)
+        return self.motion_codes(shift_right(disp), frame_mask)
 
     def _decode(self, extra: Tensor, memory: Tensor, use_cache: bool) -> Tensor:
         """Autoregressive decoding: token_t = embed(previous frame) + extra_t.
