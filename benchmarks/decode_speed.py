@@ -99,7 +99,8 @@ def main() -> None:
     native_gat = native_available()
     # warm-up
     model.generate(torch.randn(1, 16000, device=dev) * 0.1, tmpl, spec)
-    print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>12} {'total s':>9} {'frames/s':>9} {'ms/frame':>9}")
+    print("times: median over repeats (best in brackets)")
+    print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>21} {'total s':>9} {'frames/s':>9} {'ms/frame':>9}")
     rows = []
     for seconds in args.seconds:
         audio = torch.randn(1, int(seconds * 16000), device=dev) * 0.1
@@ -115,7 +116,8 @@ def main() -> None:
         e, d = statistics.median(enc_t), statistics.median(dec_t)
         frames = out.shape[1]
         rows.append((seconds, d))
-        print(f"{seconds:8.1f} {frames:7d} {e:13.3f} {d:12.3f} {e + d:9.3f} {frames / (e + d):9.1f} {1000 * d / frames:9.2f}")
+        best = f"{d:.3f} ({min(dec_t):.3f})"
+        print(f"{seconds:8.1f} {frames:7d} {e:13.3f} {best:>21} {e + d:9.3f} {frames / (e + d):9.1f} {1000 * d / frames:9.2f}")
     if len(rows) >= 2:
         (s0, d0), (s1, d1) = rows[0], rows[-1]
         print(f"after-encoder time ratio {s1:.0f}s/{s0:.0f}s = {d1 / d0:.2f} (length ratio {s1 / s0:.1f}: linear = same)")

@@ -425,7 +425,13 @@ class PTalker(nn.Module):
         if g_enc is not None and b == 1 and g_enc.native_vertex_major_ok(hidden):
             h_prev = torch.cat([hidden.new_zeros(1, d), hidden[0, :-1]]).t()  # (d, T)
             head = self.vertice_decoder
-            disp_vm = torch.addmm(head.bias.unsqueeze(1), head.weight, h_prev)  # (3V, T) = (V, 3, T)
+            n = head.weight.shape[0] * t
+            ws = self.__dict__.get("_refine_workspace")
+            if ws is None or ws.numel() < n or ws.dtype != hidden.dtype:
+                ws = torch.empty(n, dtype=hidden.dtype)  # reused: first-touch page faults cost as much as the product
+                self.__dict__["_refine_workspace"] = ws
+            disp_vm = ws[:n].view(-1, t)
+            torch.addmm(head.bias.unsqueeze(1), head.weight, h_prev, out=disp_vm)  # (3V, T) = (V, 3, T)
             disp_vm[:, 0] = 0.0  # frame −1 is a zero displacement
             g = g_enc.encode_vertex_major(disp_vm.view(-1, 3, t)).unsqueeze(0)
             return self._codes_from_features(g, frame_mask)
