@@ -1,8 +1,8 @@
 """The model registry: named, pinned models, as data.
 
 The packaged ``registry.json`` (beside this module) lists what really exists: the
-pretrained audio encoders the presets use and, once it ships, the embedded default
-model. Users add the models they publish (``ptalker models push`` does it) to a user
+pretrained audio encoders the presets use and the embedded default model
+(``synthtalk-ict``, in ``weights/``). Users add the models they publish (``ptalker models push`` does it) to a user
 registry file, by default ``$XDG_CONFIG_HOME/ptalker/registry.json``
 (``~/.config/ptalker/registry.json``); ``PTALKER_REGISTRY`` names other files
 (separated by ``os.pathsep``) to use instead.
