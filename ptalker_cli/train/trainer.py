@@ -275,6 +275,12 @@ class Trainer:
             templates = np.stack([layout.load_template(s) for s in template_subjects]) if template_subjects else None
             model = build_model(model_cfg, topology, templates)
         self.model = model.to(self.device).train()
+        if self.info.enabled and self.model.graph_encoder is not None:
+            # Under torchrun the fused CPU kernel of the graph encoder (used for no-grad
+            # validation) was seen to abort a gloo rank now and then ("terminate called
+            # without an active exception", about 1 run in 5; never without the kernel, and
+            # never in single-process runs or inference). Distributed runs use its PyTorch path.
+            self.model.graph_encoder.backend = "torch"
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         params = [p for n, p in self.model.named_parameters() if n in self.trainable]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
@@ -426,6 +432,11 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             import inspect
+
+            # retire the previous wrapper (and its reducer) on every rank before the new one
+            # broadcasts its parameters: no rank may still be inside the old one's collectives
+            dist_util.barrier(self.info)
+            self.ddp = None
 
             # the buffers (template, faces, regions) are constants: no per-step sync
             sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
