@@ -98,6 +98,9 @@ class ModelConfig:
     # predict_with_ref_motion loops (model/released.py; O(T^2), full prefix recompute)
     inference_form: str = "ptalker"  # "ptalker" | "released"
     audio_style_rate_hz: float = 0.0  # style backbones' CNN features resampled to this rate (0 = 50 Hz; released 60)
+    # A speaker classifier on s_a (loss weight LossConfig.speaker_id): stands in for the speaker-ID
+    # pretraining of W_s when the audio style encoder is trained from scratch.
+    audio_style_speaker_head: bool = False
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -170,7 +173,7 @@ class ModelConfig:
 #: ModelConfig fields added after config_version 1 was fixed, with the value that reproduces the
 #: behaviour of checkpoints written before them (loading stays strict for everything else).
 _ADDED_IN_V1: dict[str, Any] = {"motion_encoder_form": "causal", "inference_form": "ptalker",
-                                "audio_style_rate_hz": 0.0}
+                                "audio_style_rate_hz": 0.0, "audio_style_speaker_head": False}
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -323,6 +326,7 @@ def _synthtalk(content: AudioEncoderConfig | None = None, style: AudioEncoderCon
         club_hidden=32,
         audio_content=content or logmel_encoder(128, 3),
         audio_style=(style or logmel_encoder(64, 2),),
+        audio_style_speaker_head=True,  # from scratch: speaker-ID supervision stands in for W_s's pretraining
     )
 
 
@@ -456,6 +460,7 @@ class LossConfig:
     club: float = 1e-3  # CLUB upper bound: really minimizes content/style MI
     topk: float = 1e-3
     kl: float = 1e-3
+    speaker_id: float = 0.1  # cross-entropy of the s_a speaker classifier (models with audio_style_speaker_head)
     grl_alpha: float = 1.0
     info_temperature: float = 0.1
     topk_ratio: float = 0.15

@@ -247,3 +247,14 @@ def test_refinement_codes_on_the_vertex_major_path_equal_the_reference():
         assert m.graph_encoder.native_vertex_major_ok(hidden)  # the fast path really runs here
     for a, b in zip(fast, ref):
         assert (a - b).abs().max() <= 1e-4
+
+
+def test_speaker_head_on_the_audio_style_code():
+    m = _model(audio_style_speaker_head=True).train()
+    audio, verts, tmpl = _batch(m, frames=10, b=2)
+    idx = torch.tensor([1, -1])
+    terms = m.losses(m(audio, verts, tmpl, idx), verts, idx)
+    assert "speaker_id" in terms and torch.isfinite(terms["speaker_id"])
+    terms["speaker_id"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.audio_style.parameters())
+    assert "speaker_id" not in _model().losses(_model()(audio, verts, tmpl, idx), verts, idx)

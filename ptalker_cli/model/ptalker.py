@@ -160,6 +160,8 @@ class PTalker(nn.Module):
         # adversarial speaker classifiers (behind gradient reversal) and CLUB estimators
         self.style_classifier = nn.Linear(d, max(n, 1))
         self.motion_style_classifier = nn.Linear(d, max(n, 1)) if self.content_motion is not None else None
+        self.audio_style_speaker = (nn.Linear(d, max(n, 1))
+                                    if config.audio_style_speaker_head and self.audio_style is not None else None)
         self.club_audio = L.CLUBEstimator(d, d, config.club_hidden) if self.audio_style is not None else None
         self.club_motion = (L.CLUBEstimator(d, d, config.club_hidden)
                             if self.content_motion is not None and self.style_motion is not None else None)
@@ -309,6 +311,9 @@ class PTalker(nn.Module):
                 weights[name] = weight
 
         add("rec", cfg.rec, lambda: L.reconstruction_loss(out.vertices, gt, mask, form=cfg.form))
+        if self.audio_style_speaker is not None and out.s_a is not None and self.config.num_subjects:
+            add("speaker_id", cfg.speaker_id,
+                lambda: L.adversarial_loss(self.audio_style_speaker(out.s_a), subject_index))
         add("mouth", cfg.mouth, lambda: L.mouth_loss(out.vertices, gt, self.lip_index, mask, form=cfg.form))
         add("vel", cfg.vel, lambda: L.velocity_loss(out.vertices, gt, mask, form=cfg.form))
         if self.config.num_subjects:

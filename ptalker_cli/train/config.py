@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
