@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from ..config import PRESETS
+
 from ..errors import ConfigError
 from .common import console, print_json
 
@@ -16,9 +18,8 @@ from .common import console, print_json
 def train(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder in the standard layout "
                                         "(dataset.json; see docs/datasets.md).", show_default=False),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Model sizes: biwi, vocaset, faceformer, "
-                                         "faceformer-vocaset, tiny. Topology, fps and subjects come from the "
-                                         "dataset. [default: biwi]", show_default=False),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=f"Model sizes: {', '.join(PRESETS)}. Topology, "
+                                         "fps and subjects come from the dataset. [default: biwi]", show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML (or JSON) file of training "
                                           "options; command-line options win.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/PRESET-DATASET). "
