@@ -326,7 +326,6 @@ def _synthtalk(content: AudioEncoderConfig | None = None, style: AudioEncoderCon
         club_hidden=32,
         audio_content=content or logmel_encoder(128, 3),
         audio_style=(style or logmel_encoder(64, 2),),
-        audio_style_speaker_head=True,  # from scratch: speaker-ID supervision stands in for W_s's pretraining
     )
 
 
