@@ -437,7 +437,7 @@ def _orth_reduce(P: Tensor, form: str) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _masked_time_mean(x: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def masked_time_mean(x: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Mean over valid frames: ``(B, T, D) -> (B, D)`` plus a ``(B,)`` has-frames flag."""
     B, T, _ = x.shape
     m = _check_mask(mask, B, T, x.device).to(x.dtype)
@@ -481,8 +481,8 @@ def infonce_loss(
         raise ValueError(
             f"infonce_loss needs equal feature sizes, got {content.shape[-1]} and {style.shape[-1]}"
         )
-    c, hc = _masked_time_mean(content.float(), content_mask)
-    s, hs = _masked_time_mean(style.float(), style_mask)
+    c, hc = masked_time_mean(content.float(), content_mask)
+    s, hs = masked_time_mean(style.float(), style_mask)
     keep = hc & hs
     if int(keep.sum()) == 0:
         return _zero(content, style)

@@ -267,7 +267,7 @@ class PTalker(nn.Module):
         disp = (source - template.unsqueeze(1)) * frame_mask[..., None, None]
         disp_in = shift_right(disp)
         c, tokens, running, clip = self.motion_codes(disp_in, frame_mask)
-        motion_in = self._motion_terms(c, running, b, t)
+        motion_in = self._motion_terms(c, running)
         if self.training and self.config.motion_dropout > 0 and motion_in is not None:
             keep = (torch.rand(b, 1, 1, device=device) >= self.config.motion_dropout).to(motion_in.dtype)
             motion_in = motion_in * keep
@@ -281,17 +281,18 @@ class PTalker(nn.Module):
         pred = self.vertice_decoder(hidden).view(b, t, -1, 3) + template.unsqueeze(1)
 
         a_frames = a.view(b, t, self.k, -1).mean(2)
-        logits = [self.style_classifier(L.grad_reverse(_masked_mean(a, a_mask), 1.0))]
+        logits = [self.style_classifier(L.grad_reverse(L.masked_time_mean(a, a_mask)[0], 1.0))]
         if self.motion_style_classifier is not None and c is not None:
-            logits.append(self.motion_style_classifier(L.grad_reverse(_masked_mean(c, frame_mask), 1.0)))
+            logits.append(self.motion_style_classifier(L.grad_reverse(L.masked_time_mean(c, frame_mask)[0], 1.0)))
         return ForwardOutput(pred, frame_mask, a, a_mask, a_frames, c, tokens, style_frames, style_mask,
                              s_a, clip, s_p if self.config.num_subjects else None, logits)
 
-    def _motion_terms(self, c: Tensor | None, running: Tensor | None, b: int, t: int) -> Tensor | None:
-        terms = [x for x in (c, running) if x is not None]
-        if not terms:
-            return None
-        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    @staticmethod
+    def _motion_terms(c: Tensor | None, running: Tensor | None) -> Tensor | None:
+        """c + s_m (running), whichever of them the model has; None without motion encoders."""
+        if c is None or running is None:
+            return c if running is None else running
+        return c + running
 
     def losses(self, out: ForwardOutput, vertices: Tensor, subject_index: Tensor,
                cfg: LossConfig = LossConfig()) -> dict[str, Tensor]:
@@ -570,11 +571,6 @@ def model_topology(folder: str | Path, subject: str | None = None) -> Topology:
     except Exception as exc:
         raise ConfigError(f"cannot read the mesh of model {folder}: {exc}") from None
     return Topology(meta.get("topology", config.topology), vertices, faces, regions, meta.get("units", "normalized"))
-
-
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def _valid_pairs(c: Tensor, s: Tensor, cm: Tensor | None, sm: Tensor | None) -> tuple[Tensor, Tensor]:
