@@ -101,6 +101,12 @@ class ModelConfig:
     # A speaker classifier on s_a (loss weight LossConfig.speaker_id): stands in for the speaker-ID
     # pretraining of W_s when the audio style encoder is trained from scratch.
     audio_style_speaker_head: bool = False
+    # How E_a^s turns its backbones' frames into one vector: "max" (released code) or "stats"
+    # (mean and standard deviation over valid frames, the x-vector pooling of speaker
+    # recognition); audio_style_norm adds a LayerNorm before the final tanh so s_a does not
+    # saturate at ±1 (with a style encoder trained from scratch it did).
+    audio_style_pooling: str = "max"
+    audio_style_norm: bool = False
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -166,6 +172,8 @@ class ModelConfig:
             raise ConfigError(f"inference_form must be 'ptalker' or 'released', not {self.inference_form!r}")
         if self.audio_style_rate_hz < 0:
             raise ConfigError("audio_style_rate_hz must be >= 0 (0 = the native 50 Hz)")
+        if self.audio_style_pooling not in ("max", "stats"):
+            raise ConfigError(f"audio_style_pooling must be 'max' or 'stats', not {self.audio_style_pooling!r}")
         return self
 
 
@@ -173,7 +181,8 @@ class ModelConfig:
 #: ModelConfig fields added after config_version 1 was fixed, with the value that reproduces the
 #: behaviour of checkpoints written before them (loading stays strict for everything else).
 _ADDED_IN_V1: dict[str, Any] = {"motion_encoder_form": "causal", "inference_form": "ptalker",
-                                "audio_style_rate_hz": 0.0, "audio_style_speaker_head": False}
+                                "audio_style_rate_hz": 0.0, "audio_style_speaker_head": False,
+                                "audio_style_pooling": "max", "audio_style_norm": False}
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -326,6 +335,11 @@ def _synthtalk(content: AudioEncoderConfig | None = None, style: AudioEncoderCon
         club_hidden=32,
         audio_content=content or logmel_encoder(128, 3),
         audio_style=(style or logmel_encoder(64, 2),),
+        # E_a^s is trained from scratch: speaker-ID pretraining (TrainConfig.style_pretrain_steps)
+        # and a speaker head in place of the paper's pretrained speaker-ID network
+        audio_style_speaker_head=True,
+        audio_style_pooling="stats",
+        audio_style_norm=True,
     )
 
 

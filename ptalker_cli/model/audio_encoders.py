@@ -175,22 +175,28 @@ class SpeechEncoder(nn.Module):
 class AudioStyleEncoder(nn.Module):
     """E_a^s: one or two wav2vec2 sub-networks (speaker ID, emotion) → s_a and a per-frame style sequence.
 
-    Each backbone's hidden states are max-pooled over valid frames; the pooled
-    vectors are concatenated and mapped by an MLP (→ hidden → d, tanh) to ``s_a``
-    (released code: 1024→256→128 on a single emotion model). The per-frame style
-    sequence (used by the orthogonality / MI losses) is a linear map of the
-    concatenated hidden states.
+    Each backbone's hidden states are pooled over valid frames: max-pooled
+    (``pooling="max"``, released code) or as mean and standard deviation
+    (``pooling="stats"``, x-vector statistics pooling); the pooled vectors are
+    concatenated and mapped by an MLP (→ hidden → d, [LayerNorm,] tanh) to ``s_a``
+    (released code: 1024→256→128 on a single emotion model, no LayerNorm). The
+    per-frame style sequence (used by the orthogonality / MI losses) is a linear map
+    of the concatenated hidden states.
     """
 
     def __init__(self, backbones: list[SpeechEncoder], dim: int, hidden: int, dropout: float = 0.1,
-                 rate_hz: float = 0.0):
+                 rate_hz: float = 0.0, pooling: str = "max", norm: bool = False):
         super().__init__()
+        if pooling not in ("max", "stats"):
+            raise ValueError(f"pooling must be 'max' or 'stats', not {pooling!r}")
+        self.pooling = pooling
         self.backbones = nn.ModuleList(backbones)
         for backbone in backbones:  # ModelConfig.audio_style_rate_hz (released: 60)
             backbone.rate_hz = float(rate_hz)
         width = sum(b.hidden_size for b in backbones)
-        self.fc1 = nn.Linear(width, hidden)
+        self.fc1 = nn.Linear(width * (2 if pooling == "stats" else 1), hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.norm = nn.LayerNorm(dim) if norm else None
         self.frame_proj = nn.Linear(width, dim)
         self.drop = nn.Dropout(dropout)
 
@@ -199,8 +205,20 @@ class AudioStyleEncoder(nn.Module):
         s = min(o[0].shape[1] for o in outs)
         hidden = torch.cat([o[0][:, :s] for o in outs], dim=-1)
         mask = outs[0][1][:, :s]
-        neg = torch.finfo(hidden.dtype).min
-        pooled = hidden.masked_fill(~mask.unsqueeze(-1), neg).amax(dim=1)
-        pooled = torch.where(mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
-        s_a = torch.tanh(self.fc2(self.drop(F.relu(self.fc1(pooled)))))
+        pooled = self.pool(hidden, mask)
+        z = self.fc2(self.drop(F.relu(self.fc1(pooled))))
+        s_a = torch.tanh(self.norm(z) if self.norm is not None else z)
         return s_a, self.frame_proj(hidden), mask
+
+    def pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        """(B, S, W) frames, (B, S) valid mask → (B, W) max or (B, 2W) [mean, std]; zeros without valid frames."""
+        any_valid = mask.any(1, keepdim=True)
+        if self.pooling == "max":
+            neg = torch.finfo(hidden.dtype).min
+            pooled = hidden.masked_fill(~mask.unsqueeze(-1), neg).amax(dim=1)
+            return torch.where(any_valid, pooled, torch.zeros_like(pooled))
+        w = mask.unsqueeze(-1).to(hidden.dtype)
+        n = w.sum(1).clamp_min(1.0)
+        mean = (hidden * w).sum(1) / n
+        var = (((hidden - mean.unsqueeze(1)) * w) ** 2).sum(1) / n
+        return torch.cat([mean, var.clamp_min(1e-8).sqrt() * any_valid.to(hidden.dtype)], dim=-1)

@@ -133,7 +133,8 @@ class PTalker(nn.Module):
                 for i, spec in enumerate(config.audio_style)
             ]
             self.audio_style = AudioStyleEncoder(backbones, d, config.audio_style_hidden, config.dropout,
-                                                 config.audio_style_rate_hz)
+                                                 config.audio_style_rate_hz, config.audio_style_pooling,
+                                                 config.audio_style_norm)
         # E_p^s (FaceFormer: one-hot linear style when use_identity_style is off)
         self.identity = IdentityStyleEncoder(
             n, d, config.decoder_heads, attention=config.use_identity_style and config.identity_attention,

@@ -78,6 +78,12 @@ class TrainConfig:
     ss_end_epoch: float = 100.0  # ... and exactly 0 (free-running inputs) from here on
     ss_k: float = 5.0  # steepness of the inverse-sigmoid schedule
     ss_passes: int = 1  # no-grad passes that produce the fed-back frames (more = closer to autoregressive)
+    # --- speaker-ID pretraining of a from-scratch audio style encoder (train/style_pretrain.py)
+    style_pretrain_steps: int = 0  # steps before the main training (0 = none; needs model.audio_style_speaker_head)
+    style_pretrain_lr: float = 1e-3
+    style_pretrain_batch: int = 8  # crops per step
+    style_pretrain_seconds: float = 3.0  # crop length
+    freeze: tuple[str, ...] = ()  # PTalker sub-modules kept frozen for the whole run, e.g. ("audio_style",)
     # --- validation, checkpoints, logs -----------------------------------------
     val_every: int = 1  # epochs between validations
     select_metric: str = "objective"  # validation value that picks the best model: objective | rec | lve
@@ -122,6 +128,9 @@ class TrainConfig:
             (self.ss_end_epoch > self.ss_start_epoch, "ss_end_epoch must be greater than ss_start_epoch"),
             (self.ss_passes >= 1 and self.ss_k > 0, "ss_passes must be >= 1 and ss_k > 0"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
+            (self.style_pretrain_steps >= 0 and self.style_pretrain_lr > 0 and self.style_pretrain_batch >= 1
+             and self.style_pretrain_seconds > 0,
+             "style_pretrain_steps must be >= 0, style_pretrain_lr, _batch and _seconds positive"),
         ]
         for ok, message in checks:
             if not ok:

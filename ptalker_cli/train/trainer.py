@@ -231,7 +231,7 @@ class Trainer:
                         "over (or choose another --out)")
                 for name in (ckpt.LAST, ".last.tmp", ".last.old", "tensorboard"):
                     shutil.rmtree(self.run_dir / name, ignore_errors=True)
-                for name in ("config.json", "model.safetensors", BEST_NAME, SUMMARY_NAME):
+                for name in ("config.json", "model.safetensors", BEST_NAME, SUMMARY_NAME, "style_pretrain.json"):
                     (self.run_dir / name).unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist_util.barrier(self.info)
@@ -281,6 +281,14 @@ class Trainer:
             # without an active exception", about 1 run in 5; never without the kernel, and
             # never in single-process runs or inference). Distributed runs use its PyTorch path.
             self.model.graph_encoder.backend = "torch"
+        children = {n: m for n, m in self.model.named_children() if any(True for _ in m.parameters())}
+        for name in cfg.freeze:
+            if name not in children:
+                raise ConfigError(f"freeze: the model has no module '{name}'; choose from: {', '.join(children)}")
+        if self.checkpoint_dir is None and cfg.style_pretrain_steps:
+            self._pretrain_style()
+        for name in cfg.freeze:  # after the pretraining, which trains audio_style
+            children[name].requires_grad_(False)
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         params = [p for n, p in self.model.named_parameters() if n in self.trainable]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
@@ -332,6 +340,25 @@ class Trainer:
                 self.metrics.start(resume_step=self.step, resume_epoch=self.epoch)
             else:
                 self.metrics.start()
+
+    def _pretrain_style(self) -> None:
+        """Speaker-ID pretraining of E_a^s on the training split's audio (every rank alike;
+        DDP then starts from rank 0's weights)."""
+        from .style_pretrain import pretrain_audio_style
+
+        cfg = self.cfg
+        clips = [(self.train_set.audio(name), self.manifest.subject_index(subject))
+                 for name, subject in zip(self.train_set.names, self.train_set.subjects)]
+        self.log(f"speaker-ID pretraining of the audio style encoder: {cfg.style_pretrain_steps} steps of "
+                 f"{cfg.style_pretrain_batch} x {cfg.style_pretrain_seconds:g}-s crops")
+        result = pretrain_audio_style(
+            self.model, clips, cfg.style_pretrain_steps, lr=cfg.style_pretrain_lr,
+            batch_size=cfg.style_pretrain_batch, seconds=cfg.style_pretrain_seconds,
+            sample_rate=self.train_set.sample_rate, seed=cfg.seed, device=self.device)
+        self.log(f"speaker-ID pretraining: cross-entropy {result.first_loss:.3f} -> {result.last_loss:.3f} "
+                 f"(chance {result.chance_loss:.3f}), accuracy {result.accuracy:.2f}, {result.seconds:.0f} s")
+        if self.info.is_main:
+            atomic_write_text(self.run_dir / "style_pretrain.json", json.dumps(result.to_dict(), indent=2) + "\n")
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
