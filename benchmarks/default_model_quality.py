@@ -1,8 +1,13 @@
 """Quality figures of a model trained on SynthTalk: style recovery from audio, and real speech.
 
 Usage:
-  python benchmarks/default_model_quality.py --model weights/synthtalk --data SYNTHTALK_DIR \
-      [--plot docs/images/style_codes_pca.png] [--real-speech /usr/share/sounds/alsa] [--json out.json]
+  python benchmarks/default_model_quality.py --model weights/synthtalk --data STYLE_CORPUS \
+      [--plot docs/images/style_codes_pca.png --plot-data SYNTHTALK_DIR] \
+      [--scatter docs/images/style_recovery_unseen.png] [--real-speech /usr/share/sounds/alsa] [--json out.json]
+
+STYLE_CORPUS: a SynthTalk corpus with the model's training speakers and many more
+(speakers are deterministic by seed and index), e.g. for the default model
+``ptalker data synth DIR --speakers 66 --sentences 8 --unseen 36 --seed 0``.
 
 1. Style. The audio style code s_a of every utterance of every speaker is computed.
    A ridge regression from s_a to the speakers' known style parameters (from the
@@ -11,9 +16,11 @@ Usage:
    unseen speakers (whose audio the model never saw). Reported: per parameter, the
    Pearson r between predicted and true values over the held-out speakers and the mean
    absolute error relative to the parameter's range, against predicting the training
-   mean; and whether the nearest training speaker by predicted style equals the
-   nearest by true style. A PCA plot of the utterance codes, one colour per speaker,
-   is written as a PNG.
+   mean, separately for unseen speakers (the real test) and held-out training speakers
+   (whose audio the model heard); whether the nearest training speaker by predicted
+   style equals the nearest by true style, and how far the picked speaker's true style
+   is from the held-out speaker's against a random pick. A PCA plot of the utterance
+   codes, one colour per speaker, and a predicted-vs-true scatter plot are PNGs.
 2. Real speech. The recordings (e.g. the ALSA test voice in /usr/share/sounds/alsa,
    GPL-2, installed with alsa-utils) are joined with pauses and animated; the mouth
    opening is correlated with the speech envelope, and its mean in pauses is compared
@@ -123,7 +130,7 @@ def scatter_plot(truth, pred, base, params, ranges, path: Path) -> None:
     draw = ImageDraw.Draw(img)
     for k, name in enumerate(AUDIBLE):
         j = params.index(name)
-        lo, hi = ranges[name]
+        lo, hi = ranges[name][:2]
         x0 = k * panel
 
         def to_px(v, x0=x0, lo=lo, hi=hi):

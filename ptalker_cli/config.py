@@ -101,9 +101,10 @@ class ModelConfig:
     # A speaker classifier on s_a (loss weight LossConfig.speaker_id): stands in for the speaker-ID
     # pretraining of W_s when the audio style encoder is trained from scratch.
     audio_style_speaker_head: bool = False
-    # How E_a^s turns its backbones' frames into one vector: "max" (released code) or "stats"
+    # How E_a^s turns its backbones' frames into one vector: "max" (released code), "stats"
     # (mean and standard deviation over valid frames, the x-vector pooling of speaker
-    # recognition); audio_style_norm adds a LayerNorm before the final tanh so s_a does not
+    # recognition) or "stats-ac" (also each channel's autocorrelation at 40-320 ms lags,
+    # which carries the speaking rate); audio_style_norm adds a LayerNorm before the final tanh so s_a does not
     # saturate at ±1 (with a style encoder trained from scratch it did).
     audio_style_pooling: str = "max"
     audio_style_norm: bool = False
@@ -172,8 +173,9 @@ class ModelConfig:
             raise ConfigError(f"inference_form must be 'ptalker' or 'released', not {self.inference_form!r}")
         if self.audio_style_rate_hz < 0:
             raise ConfigError("audio_style_rate_hz must be >= 0 (0 = the native 50 Hz)")
-        if self.audio_style_pooling not in ("max", "stats"):
-            raise ConfigError(f"audio_style_pooling must be 'max' or 'stats', not {self.audio_style_pooling!r}")
+        if self.audio_style_pooling not in ("max", "stats", "stats-ac"):
+            raise ConfigError("audio_style_pooling must be 'max', 'stats' or 'stats-ac', not "
+                              f"{self.audio_style_pooling!r}")
         return self
 
 
@@ -338,7 +340,7 @@ def _synthtalk(content: AudioEncoderConfig | None = None, style: AudioEncoderCon
         # E_a^s is trained from scratch: speaker-ID pretraining (TrainConfig.style_pretrain_steps)
         # and a speaker head in place of the paper's pretrained speaker-ID network
         audio_style_speaker_head=True,
-        audio_style_pooling="stats",
+        audio_style_pooling="stats-ac",
         audio_style_norm=True,
     )
 

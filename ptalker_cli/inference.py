@@ -5,7 +5,9 @@
 
 * seen subject: its template and its identity style;
 * unseen subject (known template, no learned style): style from the audio alone;
-* ``style=``: another training subject's style, or a blend ``{"F2": 0.7, "F3": 0.3}``;
+* ``style=``: another training subject's style, or a blend ``{"F2": 0.7, "F3": 0.3}``, or
+  ``"voice"``: the training styles blended by the speaker head's posterior on the audio
+  (whose voice this sounds like; models with ``audio_style_speaker_head``);
 * ``style_from=``: the motion style of a reference motion (.npy);
 * ``style_strength``: scales the personal part of the style code.
 """
@@ -76,6 +78,11 @@ def load_model(spec: str | Path = DEFAULT_MODEL, device: str | torch.device = "c
     from .zoo.hub import resolve_model_folder
 
     return PTalker.from_pretrained(resolve_model_folder(spec_s, offline=offline), map_location=dev)
+
+
+#: ``style="voice"``: blend the training styles by how much the voice sounds like each
+#: training speaker (the speaker head's posterior on the audio style code)
+VOICE_STYLE = "voice"
 
 
 def parse_style(text: str) -> dict[str, float]:
@@ -167,7 +174,11 @@ class Animator:
         topo = self.template_for(subject, template)
         if style is None and subject is not None and subject in cfg.train_subjects:
             style = subject
-        weights = self.style_weights(style)
+        by_voice = isinstance(style, str) and style.strip() == VOICE_STYLE
+        if by_voice and self.model.audio_style_speaker is None:
+            raise PtalkerError("style 'voice' needs a model with a speaker head on its audio style code "
+                               "(audio_style_speaker_head); give a subject or a blend instead")
+        weights = None if by_voice else self.style_weights(style)
         if isinstance(audio, (str, Path)):
             source = str(audio)
             wave = load_audio(audio, SAMPLE_RATE)
@@ -180,6 +191,10 @@ class Animator:
         tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
         ref = ref_verts = None
         style_label = "audio" if weights is None else (style if isinstance(style, str) else "blend")
+        if by_voice:
+            weights = self.model.speaker_posterior(torch.from_numpy(wave).to(device).unsqueeze(0)).cpu()
+            top = torch.argsort(weights[0], descending=True)[:3].tolist()
+            style_label = "voice(" + ",".join(f"{cfg.train_subjects[i]}:{weights[0, i]:.2f}" for i in top) + ")"
         if style_from is not None:
             ref_motion = style_from if isinstance(style_from, Motion) else Motion.load(style_from)
             ref_motion.validate(topo.num_vertices, f"reference motion {style_from}")

@@ -52,3 +52,29 @@ def test_mouth_follows_real_speech(default_model):
     # measured for the shipped model: best r 0.77, opening 1.04 cm in speech vs 0.16 cm in pauses
     assert rep.best_correlation > 0.5, rep
     assert rep.opening_pause < rep.opening_speech - 0.4, rep
+
+
+def test_audio_style_code_describes_the_voice_not_the_words(default_model):
+    """Unseen voices (Festival, as SynthTalk makes them): the code of one voice stays put across
+    sentences and moves between a short and a long vocal tract (SynthTalk's protrusion cue)."""
+    import soxr
+    import torch
+
+    from ptalker_cli.data.synth.tts import TTSError, Voice, check_tools, synthesize
+
+    try:
+        check_tools()
+    except TTSError as exc:
+        pytest.fail(f"needs the Festival TTS tools (.ci/apt-packages.txt): {exc}", pytrace=False)
+    texts = ["A quiet evening follows a busy day.", "Open the window and let the cool air in.",
+             "My brother painted the old fence blue."]
+    codes = []
+    for tract in (0.92, 1.12):  # the ends of the diphone voices' tract range
+        for utt in synthesize(texts, Voice("ked", f0_mean=118.0, f0_std=18.0, tract=tract)):
+            wave = soxr.resample(utt.wave.astype(np.float64), utt.sample_rate, 16000).astype(np.float32)
+            with torch.inference_mode():
+                codes.append(default_model.encode_speech(torch.from_numpy(wave)[None])["s_a"][0].float().numpy())
+    short, long_ = np.stack(codes[:3]), np.stack(codes[3:])
+    within = max(np.linalg.norm(c - c.mean(0), axis=1).max() for c in (short, long_))
+    between = np.linalg.norm(short.mean(0) - long_.mean(0))
+    assert between > 1.5 * within, (between, within)

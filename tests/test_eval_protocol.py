@@ -123,6 +123,8 @@ def test_unseen_style_rules(tiny, dataset, monkeypatch):
     assert calls == [(None, {})] and res.sequences[0].condition == "audio"
     with pytest.raises(PtalkerError, match="unseen style"):
         evaluate(tiny, dataset, "mixed", unseen_style="nope")
+    with pytest.raises(PtalkerError, match="speaker head"):  # tiny has none
+        evaluate(tiny, dataset, ["X9_s01"], unseen_style="voice")
 
 
 def test_pred_mode_rescores_saved_predictions_identically(dataset, model_run):

@@ -36,6 +36,29 @@ def test_stats_pooling_is_the_mean_and_std_of_the_valid_frames_only():
     np.testing.assert_allclose(maxed[0].numpy(), valid.max(0), atol=1e-6)
 
 
+def test_autocorrelation_pooling_measures_how_fast_the_frames_change():
+    from ptalker_cli.model.audio_encoders import AC_LAGS
+
+    enc = _model(audio_style_pooling="stats-ac").audio_style
+    t = torch.arange(40, dtype=torch.float32)
+    slow, fast = torch.sin(2 * np.pi * t / 32), torch.sin(2 * np.pi * t / 8)  # a slow and a fast channel
+    hidden = torch.stack([slow, fast], -1)[None].repeat(2, 1, 1)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    garbage = hidden.clone()
+    garbage[1, 30:] = 1e3
+    pooled = enc.pool(garbage, mask).view(2, 2 + len(AC_LAGS), 2)
+    for b, n in ((0, 40), (1, 30)):
+        x = hidden[b, :n].numpy()
+        z = (x - x.mean(0)) / (x.std(0) + 1e-5)
+        for i, k in enumerate(AC_LAGS):
+            np.testing.assert_allclose(pooled[b, 2 + i].numpy(), (z[k:] * z[:-k]).mean(0), atol=1e-4)
+    lag4 = 2 + AC_LAGS.index(4)
+    assert pooled[0, lag4, 0] > 0.5 and pooled[0, lag4, 1] < -0.5  # 1/8 period of the slow, 1/2 of the fast
+    short = enc.pool(hidden[:, :5], torch.ones(2, 5, dtype=torch.bool)).view(2, 6, 2)
+    assert torch.equal(short[:, 2 + AC_LAGS.index(8)], torch.zeros(2, 2))
+
+
 def test_layer_norm_keeps_the_style_code_out_of_saturation():
     wave = torch.randn(3, 16000) * 5.0  # loud input: large pre-tanh values without normalization
     with torch.no_grad():
@@ -62,8 +85,9 @@ def test_old_configs_load_with_max_pooling_and_no_norm():
     assert (cfg.audio_style_pooling, cfg.audio_style_norm) == ("max", False)
     with pytest.raises(ConfigError, match="audio_style_pooling"):
         preset("tiny", audio_style_pooling="mean")
+    assert preset("tiny", audio_style_pooling="stats-ac").audio_style_pooling == "stats-ac"
     s = preset("synthtalk")
-    assert (s.audio_style_pooling, s.audio_style_norm, s.audio_style_speaker_head) == ("stats", True, True)
+    assert (s.audio_style_pooling, s.audio_style_norm, s.audio_style_speaker_head) == ("stats-ac", True, True)
 
 
 def _tone_clips(n=6, seconds=0.6, sr=16000):
@@ -161,3 +185,27 @@ def test_frozen_modules_do_not_change_in_the_main_run(tmp_path):
     assert any(not torch.equal(params[n], after_pretraining[n]) for n in params if n.startswith("decoder."))
     with pytest.raises(ConfigError, match="no module 'audio_styl'"):
         Trainer(cfg.replace(out=str(tmp_path / "run3"), freeze=("audio_styl",)), quiet=True).setup()
+
+
+def test_voice_style_blends_the_training_styles_by_the_speaker_posterior():
+    from ptalker_cli.errors import PtalkerError
+    from ptalker_cli.inference import Animator
+
+    m = _model(audio_style_speaker_head=True).eval()
+    with torch.no_grad():  # make the head and the decoder matter
+        m.audio_style_speaker.weight.normal_(0, 2.0)
+        m.vertice_decoder.weight.normal_(0, 0.05)
+    wave = _tone_clips(n=1, seconds=1.0)[1][0]
+    post = m.speaker_posterior(torch.from_numpy(wave)[None])
+    assert post.shape == (1, 3) and torch.allclose(post.sum(-1), torch.ones(1)) and post.max() < 0.999
+    a = Animator(m)
+    res = a.animate(wave, style="voice")
+    blend = {s: float(post[0, i]) for i, s in enumerate(m.config.train_subjects)}
+    ref = a.animate(wave, style=blend)
+    np.testing.assert_allclose(res.motion.vertices, ref.motion.vertices, atol=1e-5)
+    top = max(blend, key=blend.get)
+    assert res.style.startswith(f"voice({top}:")
+    other = a.animate(wave, style=m.config.train_subjects[0]).motion.vertices
+    assert np.abs(other - res.motion.vertices).max() > 1e-4  # not just the first speaker's style
+    with pytest.raises(PtalkerError, match="speaker head"):
+        Animator(_model()).animate(wave, style="voice")

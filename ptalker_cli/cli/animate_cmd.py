@@ -30,8 +30,9 @@ def animate(
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
                                           "training subject, its style. Unseen subjects get their style from the audio."),
-    style: Optional[str] = typer.Option(None, "--style", help="Style of another training subject, or a blend "
-                                        "ID:W,ID:W."),
+    style: Optional[str] = typer.Option(None, "--style", help="Style of another training subject, a blend "
+                                        "ID:W,ID:W, or 'voice': the training styles blended by whose voice the "
+                                        "audio sounds like (models with a speaker head)."),
     style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the motion style from a "
                                               "reference motion (.npy)."),
     style_strength: float = typer.Option(1.0, "--style-strength", help="Scale of the personal style."),

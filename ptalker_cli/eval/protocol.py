@@ -25,7 +25,7 @@ from . import metrics as M
 from .paper import tables_for
 from .regions import Region, dataset_kind, resolve_region
 
-UNSEEN_STYLES = ("audio", "average", "blend")
+UNSEEN_STYLES = ("audio", "average", "blend", "voice")
 DEFAULT_UNSEEN_STYLE = "audio"
 
 #: Display scaling of the paper (value shown = raw / scale): LVE, FDD.
@@ -40,6 +40,8 @@ UNSEEN_RULES = {
     "average": "mean (per vertex and frame) of the predictions conditioned on each training identity in turn "
                "(the research code's convention of one prediction per training identity, then averaged)",
     "blend": "one prediction with the identity style weights averaged uniformly over the training identities",
+    "voice": "one prediction with the identity styles blended by the speaker classifier's posterior on the "
+             "utterance's audio (whose voice it sounds like; models with audio_style_speaker_head)",
 }
 METRIC_DEFINITIONS = {
     "lve": "per frame, max over lip vertices of the squared L2 error; mean over all frames of all sequences "
@@ -390,6 +392,9 @@ def evaluate(
     unseen_subjects = sorted({s for s in setup.dataset.subjects if s not in train})
     if unseen_subjects and unseen_style in ("average", "blend") and not train:
         raise PtalkerError("the model has no training identities to average; use --unseen-style audio")
+    if unseen_subjects and unseen_style == "voice" and model.audio_style_speaker is None:
+        raise PtalkerError("--unseen-style voice needs a model with a speaker head on its audio style code "
+                           "(audio_style_speaker_head); use audio, average or blend")
     layout = setup.dataset.layout
     missing_audio = [n for n in setup.names if not layout.wav_path(n).exists()]
     if missing_audio:
@@ -424,6 +429,9 @@ def evaluate(
             preds = [animator.animate(wav, style=s, template=tmpl_topo).motion.vertices for s in train]
             pred = np.mean(np.stack(preds), axis=0)
             condition = f"average({','.join(train)})"
+        elif unseen_style == "voice":
+            res = animator.animate(wav, style="voice", template=tmpl_topo)
+            pred, condition = res.motion.vertices, res.style
         else:
             w = 1.0 / len(train)
             pred = animator.animate(wav, style={s: w for s in train}, template=tmpl_topo).motion.vertices

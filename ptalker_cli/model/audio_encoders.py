@@ -172,12 +172,20 @@ class SpeechEncoder(nn.Module):
         self.k = int(round(ratio)) if self.exact else 1
 
 
+#: pooling of E_a^s -> how many values per backbone channel it gives
+POOLINGS = {"max": 1, "stats": 2, "stats-ac": 2 + 4}
+#: lags (50-Hz frames: 40, 80, 160, 320 ms) of the autocorrelation in "stats-ac" pooling
+AC_LAGS = (2, 4, 8, 16)
+
+
 class AudioStyleEncoder(nn.Module):
     """E_a^s: one or two wav2vec2 sub-networks (speaker ID, emotion) → s_a and a per-frame style sequence.
 
     Each backbone's hidden states are pooled over valid frames: max-pooled
     (``pooling="max"``, released code) or as mean and standard deviation
-    (``pooling="stats"``, x-vector statistics pooling); the pooled vectors are
+    (``pooling="stats"``, x-vector statistics pooling), optionally with each channel's
+    autocorrelation at lags of 40–320 ms (``pooling="stats-ac"``: how fast the features
+    change, which carries the speaking rate); the pooled vectors are
     concatenated and mapped by an MLP (→ hidden → d, [LayerNorm,] tanh) to ``s_a``
     (released code: 1024→256→128 on a single emotion model, no LayerNorm). The
     per-frame style sequence (used by the orthogonality / MI losses) is a linear map
@@ -187,14 +195,14 @@ class AudioStyleEncoder(nn.Module):
     def __init__(self, backbones: list[SpeechEncoder], dim: int, hidden: int, dropout: float = 0.1,
                  rate_hz: float = 0.0, pooling: str = "max", norm: bool = False):
         super().__init__()
-        if pooling not in ("max", "stats"):
-            raise ValueError(f"pooling must be 'max' or 'stats', not {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.pooling = pooling
         self.backbones = nn.ModuleList(backbones)
         for backbone in backbones:  # ModelConfig.audio_style_rate_hz (released: 60)
             backbone.rate_hz = float(rate_hz)
         width = sum(b.hidden_size for b in backbones)
-        self.fc1 = nn.Linear(width * (2 if pooling == "stats" else 1), hidden)
+        self.fc1 = nn.Linear(width * POOLINGS[pooling], hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.norm = nn.LayerNorm(dim) if norm else None
         self.frame_proj = nn.Linear(width, dim)
@@ -211,7 +219,8 @@ class AudioStyleEncoder(nn.Module):
         return s_a, self.frame_proj(hidden), mask
 
     def pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        """(B, S, W) frames, (B, S) valid mask → (B, W) max or (B, 2W) [mean, std]; zeros without valid frames."""
+        """(B, S, W) frames, (B, S) valid mask → (B, W) max, (B, 2W) [mean, std] or (B, 6W) [mean, std,
+        autocorrelation at AC_LAGS]; zeros where there are no valid frames (or too few for a lag)."""
         any_valid = mask.any(1, keepdim=True)
         if self.pooling == "max":
             neg = torch.finfo(hidden.dtype).min
@@ -221,4 +230,16 @@ class AudioStyleEncoder(nn.Module):
         n = w.sum(1).clamp_min(1.0)
         mean = (hidden * w).sum(1) / n
         var = (((hidden - mean.unsqueeze(1)) * w) ** 2).sum(1) / n
-        return torch.cat([mean, var.clamp_min(1e-8).sqrt() * any_valid.to(hidden.dtype)], dim=-1)
+        std = var.clamp_min(1e-8).sqrt()
+        out = [mean, std * any_valid.to(hidden.dtype)]
+        if self.pooling == "stats-ac":
+            # per-channel autocorrelation at a few lags: how fast the features change, i.e.
+            # the speaking rate, which mean and std cannot tell
+            z = (hidden - mean.unsqueeze(1)) / (std.unsqueeze(1) + 1e-5) * w
+            for k in AC_LAGS:
+                if z.shape[1] <= k:
+                    out.append(torch.zeros_like(mean))
+                    continue
+                pairs = (w[:, k:] * w[:, :-k]).sum(1).clamp_min(1.0)
+                out.append((z[:, k:] * z[:, :-k]).sum(1) / pairs)
+        return torch.cat(out, dim=-1)

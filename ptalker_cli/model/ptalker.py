@@ -203,6 +203,15 @@ class PTalker(nn.Module):
             return None, None, None
         return self.audio_style(wave, wave_lengths)
 
+    @torch.no_grad()
+    def speaker_posterior(self, wave: Tensor, wave_lengths: Tensor | None = None) -> Tensor | None:
+        """(B, N) probabilities over the training speakers from the voice alone: the speaker
+        head (``audio_style_speaker_head``) on s_a; None when the model has no such head."""
+        if self.audio_style_speaker is None or not self.config.num_subjects:
+            return None
+        s_a = self.audio_style_code(normalize_audio(wave, wave_lengths), wave_lengths)[0]
+        return torch.softmax(self.audio_style_speaker(s_a).float(), dim=-1)
+
     def motion_features(self, disp_in: Tensor) -> Tensor:
         """Features of (shifted) displacement frames for the motion encoders: E_G, or the linear embedding."""
         if self.graph_encoder is not None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..model.ptalker import normalize_audio
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def pretrain_audio_style(model, clips: list[tuple[np.ndarray, int]], steps: int,
             lengths[i] = len(piece)
             labels[i] = label
         waves, lengths, labels = waves.to(device), lengths.to(device), labels.to(device)
-        s_a = model.audio_style(waves, lengths)[0]
+        s_a = model.audio_style(normalize_audio(waves, lengths), lengths)[0]  # as in the model's forward
         logits = model.audio_style_speaker(s_a)
         loss = F.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
