@@ -55,8 +55,10 @@ def test_mouth_follows_real_speech(default_model):
 
 
 def test_audio_style_code_describes_the_voice_not_the_words(default_model):
-    """Unseen voices (Festival, as SynthTalk makes them): the code of one voice stays put across
-    sentences and moves between a short and a long vocal tract (SynthTalk's protrusion cue)."""
+    """Unseen voices (Festival, as SynthTalk makes them), four sentences each: the code of a voice
+    stays put across sentences and moves between a short and a long vocal tract (SynthTalk's
+    protrusion cue). Measured for the shipped model: mean distance between the two tracts
+    2.0-2.6 times that within one, every utterance nearest its own voice's centroid."""
     import soxr
     import torch
 
@@ -67,14 +69,23 @@ def test_audio_style_code_describes_the_voice_not_the_words(default_model):
     except TTSError as exc:
         pytest.fail(f"needs the Festival TTS tools (.ci/apt-packages.txt): {exc}", pytrace=False)
     texts = ["A quiet evening follows a busy day.", "Open the window and let the cool air in.",
-             "My brother painted the old fence blue."]
-    codes = []
-    for tract in (0.92, 1.12):  # the ends of the diphone voices' tract range
-        for utt in synthesize(texts, Voice("ked", f0_mean=118.0, f0_std=18.0, tract=tract)):
-            wave = soxr.resample(utt.wave.astype(np.float64), utt.sample_rate, 16000).astype(np.float32)
-            with torch.inference_mode():
-                codes.append(default_model.encode_speech(torch.from_numpy(wave)[None])["s_a"][0].float().numpy())
-    short, long_ = np.stack(codes[:3]), np.stack(codes[3:])
-    within = max(np.linalg.norm(c - c.mean(0), axis=1).max() for c in (short, long_))
-    between = np.linalg.norm(short.mean(0) - long_.mean(0))
-    assert between > 1.5 * within, (between, within)
+             "My brother painted the old fence blue.", "Nobody heard the small boat arrive at noon."]
+    n = len(texts)
+    for voices in ((Voice("ked", f0_mean=118.0, f0_std=18.0, tract=0.92), Voice("ked", f0_mean=118.0, f0_std=18.0,
+                                                                                 tract=1.12)),
+                   (Voice("slt", tract=0.88), Voice("slt", tract=1.10))):
+        codes = []
+        for voice in voices:
+            for utt in synthesize(texts, voice):
+                wave = soxr.resample(utt.wave.astype(np.float64), utt.sample_rate, 16000).astype(np.float32)
+                with torch.inference_mode():
+                    codes.append(default_model.encode_speech(torch.from_numpy(wave)[None])["s_a"][0].float().numpy())
+        c = np.stack(codes)
+        label = np.repeat([0, 1], n)
+        d = np.linalg.norm(c[:, None] - c[None], axis=-1)
+        same = d[(label[:, None] == label[None]) & ~np.eye(2 * n, dtype=bool)].mean()
+        between = d[label[:, None] != label[None]].mean()
+        assert between > 1.5 * same, (voices[0].key, between, same)
+        for i in range(2 * n):  # leave-one-out nearest centroid
+            cents = [c[(label == k) & (np.arange(2 * n) != i)].mean(0) for k in (0, 1)]
+            assert np.argmin([np.linalg.norm(c[i] - x) for x in cents]) == label[i], (voices[0].key, i)

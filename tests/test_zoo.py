@@ -226,7 +226,9 @@ def test_corrupt_cached_file_is_caught_offline_and_by_verify(zoo, monkeypatch):
     assert [r.status for r in hub.verify_entry(entry)] == ["ok"]
     blob = Path(os.path.realpath(path))
     blob.chmod(0o644)
-    blob.write_bytes(b"X" + BLOB[1:])  # bit rot (and a new mtime)
+    before = blob.stat().st_mtime_ns
+    blob.write_bytes(b"X" + BLOB[1:])  # changed in place (and a new mtime: ...
+    os.utime(blob, ns=(before, before + 10**9))  # ... explicit, since file times can be coarser than this test)
     results = hub.verify_entry(entry)
     assert [r.status for r in results] == ["mismatch"] and sha256(BLOB) in results[0].detail
     with pytest.raises(hub.ZooError, match="cached model.safetensors of org/m@.* is corrupt .* removed"):
