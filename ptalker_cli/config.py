@@ -50,6 +50,10 @@ class AudioEncoderConfig:
     layerdrop: float = 0.0
 
 
+#: ModelConfig.audio_style_pooling values (model/audio_encoders.py: POOLINGS)
+AUDIO_STYLE_POOLINGS = ("max", "stats", "stats-ac")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The PTalker model. See docs/model.md for every field."""
@@ -104,8 +108,8 @@ class ModelConfig:
     # How E_a^s turns its backbones' frames into one vector: "max" (released code), "stats"
     # (mean and standard deviation over valid frames, the x-vector pooling of speaker
     # recognition) or "stats-ac" (also each channel's autocorrelation at 40-320 ms lags,
-    # which carries the speaking rate); audio_style_norm adds a LayerNorm before the final tanh so s_a does not
-    # saturate at ±1 (with a style encoder trained from scratch it did).
+    # which carries the speaking rate); audio_style_norm adds a LayerNorm before the final
+    # tanh so s_a does not saturate at ±1 (with a style encoder trained from scratch it did).
     audio_style_pooling: str = "max"
     audio_style_norm: bool = False
 
@@ -173,8 +177,8 @@ class ModelConfig:
             raise ConfigError(f"inference_form must be 'ptalker' or 'released', not {self.inference_form!r}")
         if self.audio_style_rate_hz < 0:
             raise ConfigError("audio_style_rate_hz must be >= 0 (0 = the native 50 Hz)")
-        if self.audio_style_pooling not in ("max", "stats", "stats-ac"):
-            raise ConfigError("audio_style_pooling must be 'max', 'stats' or 'stats-ac', not "
+        if self.audio_style_pooling not in AUDIO_STYLE_POOLINGS:
+            raise ConfigError(f"audio_style_pooling must be one of {', '.join(AUDIO_STYLE_POOLINGS)}, not "
                               f"{self.audio_style_pooling!r}")
         return self
 

@@ -175,7 +175,7 @@ class Animator:
         if style is None and subject is not None and subject in cfg.train_subjects:
             style = subject
         by_voice = isinstance(style, str) and style.strip() == VOICE_STYLE
-        if by_voice and self.model.audio_style_speaker is None:
+        if by_voice and not self.model.has_speaker_head:
             raise PtalkerError("style 'voice' needs a model with a speaker head on its audio style code "
                                "(audio_style_speaker_head); give a subject or a blend instead")
         weights = None if by_voice else self.style_weights(style)

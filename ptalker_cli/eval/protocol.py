@@ -392,7 +392,7 @@ def evaluate(
     unseen_subjects = sorted({s for s in setup.dataset.subjects if s not in train})
     if unseen_subjects and unseen_style in ("average", "blend") and not train:
         raise PtalkerError("the model has no training identities to average; use --unseen-style audio")
-    if unseen_subjects and unseen_style == "voice" and model.audio_style_speaker is None:
+    if unseen_subjects and unseen_style == "voice" and not model.has_speaker_head:
         raise PtalkerError("--unseen-style voice needs a model with a speaker head on its audio style code "
                            "(audio_style_speaker_head); use audio, average or blend")
     layout = setup.dataset.layout

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import AudioEncoderConfig
+from ..config import AUDIO_STYLE_POOLINGS, AudioEncoderConfig
 from ..errors import ConfigError
 
 SPEECH_HZ = 50.0  # HuBERT / wav2vec2 frame rate at 16 kHz
@@ -172,10 +172,11 @@ class SpeechEncoder(nn.Module):
         self.k = int(round(ratio)) if self.exact else 1
 
 
-#: pooling of E_a^s -> how many values per backbone channel it gives
-POOLINGS = {"max": 1, "stats": 2, "stats-ac": 2 + 4}
 #: lags (50-Hz frames: 40, 80, 160, 320 ms) of the autocorrelation in "stats-ac" pooling
 AC_LAGS = (2, 4, 8, 16)
+#: pooling of E_a^s -> how many values per backbone channel it gives (names: config.AUDIO_STYLE_POOLINGS)
+POOLINGS = {"max": 1, "stats": 2, "stats-ac": 2 + len(AC_LAGS)}
+assert set(POOLINGS) == set(AUDIO_STYLE_POOLINGS)
 
 
 class AudioStyleEncoder(nn.Module):

@@ -203,11 +203,16 @@ class PTalker(nn.Module):
             return None, None, None
         return self.audio_style(wave, wave_lengths)
 
+    @property
+    def has_speaker_head(self) -> bool:
+        """Whether :meth:`speaker_posterior` works: a speaker head on s_a and training speakers."""
+        return self.audio_style_speaker is not None and self.config.num_subjects > 0
+
     @torch.no_grad()
     def speaker_posterior(self, wave: Tensor, wave_lengths: Tensor | None = None) -> Tensor | None:
         """(B, N) probabilities over the training speakers from the voice alone: the speaker
         head (``audio_style_speaker_head``) on s_a; None when the model has no such head."""
-        if self.audio_style_speaker is None or not self.config.num_subjects:
+        if not self.has_speaker_head:
             return None
         s_a = self.audio_style_code(normalize_audio(wave, wave_lengths), wave_lengths)[0]
         return torch.softmax(self.audio_style_speaker(s_a).float(), dim=-1)

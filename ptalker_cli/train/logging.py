@@ -157,7 +157,7 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str,
 
 
 # ----------------------------------------------------------------------- console
-SHOWN = ("total", "rec", "mouth", "vel", "adv", "club")
+SHOWN = ("total", "rec", "mouth", "vel", "adv", "club", "speaker_id")
 
 
 class TrainProgress:
@@ -187,7 +187,10 @@ class TrainProgress:
         self.progress.__exit__(*exc)
 
     def start_epoch(self, epoch: int, epochs: int, total: int, done: int = 0, stage: int = 2) -> None:
-        desc = f"epoch {epoch + 1}/{epochs}" + (" (stage 1)" if stage == 1 else "")
+        self.start(f"epoch {epoch + 1}/{epochs}" + (" (stage 1)" if stage == 1 else ""), total, done)
+
+    def start(self, desc: str, total: int, done: int = 0) -> None:
+        """A new bar (replacing the previous one) of ``total`` steps."""
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(desc, total=total, completed=done, losses="")

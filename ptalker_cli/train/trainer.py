@@ -39,6 +39,7 @@ from .logging import MetricsLogger, TrainProgress
 TRAIN_CONFIG_NAME = "train_config.json"
 BEST_NAME = "best.json"
 SUMMARY_NAME = "train_summary.json"
+STYLE_PRETRAIN_NAME = "style_pretrain.json"
 
 #: The style encoders frozen in stage 1: E_a^s, E_m^s, E_p^s.
 STYLE_MODULES = ("audio_style", "style_motion", "identity")
@@ -231,7 +232,7 @@ class Trainer:
                         "over (or choose another --out)")
                 for name in (ckpt.LAST, ".last.tmp", ".last.old", "tensorboard"):
                     shutil.rmtree(self.run_dir / name, ignore_errors=True)
-                for name in ("config.json", "model.safetensors", BEST_NAME, SUMMARY_NAME, "style_pretrain.json"):
+                for name in ("config.json", "model.safetensors", BEST_NAME, SUMMARY_NAME, STYLE_PRETRAIN_NAME):
                     (self.run_dir / name).unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist_util.barrier(self.info)
@@ -351,14 +352,17 @@ class Trainer:
                  for name, subject in zip(self.train_set.names, self.train_set.subjects)]
         self.log(f"speaker-ID pretraining of the audio style encoder: {cfg.style_pretrain_steps} steps of "
                  f"{cfg.style_pretrain_batch} x {cfg.style_pretrain_seconds:g}-s crops")
-        result = pretrain_audio_style(
-            self.model, clips, cfg.style_pretrain_steps, lr=cfg.style_pretrain_lr,
-            batch_size=cfg.style_pretrain_batch, seconds=cfg.style_pretrain_seconds,
-            sample_rate=self.train_set.sample_rate, seed=cfg.seed, device=self.device)
+        with TrainProgress(self.console, enabled=cfg.progress and self.info.is_main and not self.quiet) as bar:
+            bar.start("speaker-ID pretraining", cfg.style_pretrain_steps)
+            result = pretrain_audio_style(
+                self.model, clips, cfg.style_pretrain_steps, lr=cfg.style_pretrain_lr,
+                batch_size=cfg.style_pretrain_batch, seconds=cfg.style_pretrain_seconds,
+                sample_rate=self.train_set.sample_rate, seed=cfg.seed, device=self.device,
+                on_step=lambda step, loss: bar.update({"speaker_id": loss}))
         self.log(f"speaker-ID pretraining: cross-entropy {result.first_loss:.3f} -> {result.last_loss:.3f} "
                  f"(chance {result.chance_loss:.3f}), accuracy {result.accuracy:.2f}, {result.seconds:.0f} s")
         if self.info.is_main:
-            atomic_write_text(self.run_dir / "style_pretrain.json", json.dumps(result.to_dict(), indent=2) + "\n")
+            atomic_write_text(self.run_dir / STYLE_PRETRAIN_NAME, json.dumps(result.to_dict(), indent=2) + "\n")
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
