@@ -1,11 +1,56 @@
+import os
+import tempfile
 import warnings
 
-import numpy as np
 import pytest
-import soundfile as sf
-import torch
+
+import system
+
+# ---------------------------------------------------------------------------- hermetic env
+# The suite must not read the user's hub, cache or config settings (HF_HUB_OFFLINE=1,
+# HF_HOME, PTALKER_*, XDG_*): scrub them before anything imports huggingface_hub (which
+# reads them once at import), and point every cache at a private folder for this session.
+# Tests that need their own (the fake hub) set them again with monkeypatch.
+_SCRUB_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "PTALKER_", "XDG_", "TORCH_HOME")
+for _var in [v for v in os.environ if v.startswith(_SCRUB_PREFIXES)]:
+    del os.environ[_var]
+_SESSION_HOME = tempfile.mkdtemp(prefix="ptalker-tests-")
+os.environ.update(
+    HF_HOME=os.path.join(_SESSION_HOME, "hf"),
+    XDG_CACHE_HOME=os.path.join(_SESSION_HOME, "cache"),
+    XDG_CONFIG_HOME=os.path.join(_SESSION_HOME, "config"),
+    PTALKER_CACHE=os.path.join(_SESSION_HOME, "cache", "ptalker"),
+)
+
+import numpy as np  # noqa: E402  (after the scrub: these may import huggingface_hub)
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+# ----------------------------------------------------------------------- system gating
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "system(name): needs a program or library from the OS (tests/system.py); "
+        "skipped where missing, a failure under PTALKER_REQUIRE_SYSTEM_TESTS=1")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers(name="system"):
+        for name in mark.args:
+            reason = system.missing(name)
+            if reason is None:
+                continue
+            if system.REQUIRED:
+                pytest.fail(f"{system.REQUIRE_VAR}=1 but {reason}", pytrace=False)
+            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,93 @@
+"""Gates for tests that need a program or library from the operating system.
+
+A test that needs one carries ``@pytest.mark.system("NAME")``. Where NAME is missing the
+test is skipped with a one-line reason (what is missing and how to install it), so the
+README's test command passes on a machine where only pip installed things. CI sets
+``PTALKER_REQUIRE_SYSTEM_TESTS=1`` (see ``.ci/run``), which turns every such skip into a
+failure: CI proves that all of them run.
+
+Each probe returns None when the dependency is there, or the reason it is not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+from typing import Callable
+
+REQUIRE_VAR = "PTALKER_REQUIRE_SYSTEM_TESTS"
+# Read once at import, before conftest scrubs PTALKER_* from the environment.
+REQUIRED = os.environ.get(REQUIRE_VAR, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _festival() -> str | None:
+    from ptalker_cli.data.synth.tts import TTSError, check_tools
+
+    try:
+        check_tools()
+    except TTSError as exc:
+        return f"Festival TTS: {exc}"
+    return None
+
+
+def _c_compiler() -> str | None:
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return f"no C compiler ({cc}) on PATH: apt-get install gcc"
+    return None
+
+
+def _native_kernels() -> str | None:
+    missing = _c_compiler()
+    if missing:
+        return missing
+    from ptalker_cli.model.graph_encoder import native_available
+    from ptalker_cli.model.native import decoder_native_available
+
+    if not (native_available() and decoder_native_available()):
+        return "the native kernels did not build with the C compiler here"
+    return None
+
+
+def _osmesa() -> str | None:
+    try:
+        ctypes.CDLL("libOSMesa.so.8")
+    except OSError:
+        return "libOSMesa is not installed: apt-get install libosmesa6"
+    import OpenGL
+
+    if tuple(int(x) for x in OpenGL.__version__.split(".")[:3]) < (3, 1, 5):
+        return (f"PyOpenGL {OpenGL.__version__} has no OSMesaCreateContextAttribs: "
+                "pip install --no-deps PyOpenGL==3.1.7")
+    return None
+
+
+def _egl() -> str | None:
+    import ctypes.util
+
+    for lib in ("EGL", "GL"):
+        name = ctypes.util.find_library(lib)
+        try:
+            ctypes.CDLL(name or f"lib{lib}.so.1")
+        except OSError:
+            return f"lib{lib} is not installed: apt-get install libegl1 libgl1 libgl1-mesa-dri libegl-mesa0"
+    return None
+
+
+PROBES: dict[str, Callable[[], str | None]] = {
+    "festival": _festival,
+    "cc": _c_compiler,
+    "native": _native_kernels,
+    "osmesa": _osmesa,
+    "egl": _egl,
+}
+
+
+@functools.cache
+def missing(name: str) -> str | None:
+    """Why the system dependency ``name`` is unavailable, or None when it is there."""
+    if name not in PROBES:
+        raise KeyError(f"unknown system dependency {name!r}; known: {', '.join(sorted(PROBES))}")
+    return PROBES[name]()
