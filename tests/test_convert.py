@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
+from ptalker_cli.cli.app import app
 from ptalker_cli.config import BIWI_SUBJECTS, tiny_speech_encoder
 from ptalker_cli.errors import ConfigError
 from ptalker_cli.mesh import tiny_topology
@@ -531,8 +534,52 @@ def test_load_released_state_uses_weights_only(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(ConfigError, match="weights_only=True"):
+    with pytest.raises(ConfigError, match=r"not a plain state dict: it pickles Python objects \(builtins.print\)"):
         load_released_state(tmp_path / "evil.pth")
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+
+def _whole_model(p):
+    torch.save(_Net(), p)
+
+
+def _truncated(p):
+    torch.save({"w": torch.zeros(64)}, p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_whole_model, r"is not a plain state dict: it pickles a whole model object \(test_convert._Net, "
+                   r"torch.nn.modules.linear.Linear\); ptalker reads only tensors.*torch.save\(model.state_dict\(\)"),
+    (lambda p: p.write_text("hello, not a checkpoint"), "is not a PyTorch checkpoint"),
+    (lambda p: np.save(open(p, "wb"), np.zeros(3)), "is not a PyTorch checkpoint"),
+    (lambda p: p.write_bytes(pickle.dumps({"a": 1})), "is not a torch.save checkpoint of tensors"),
+    (_truncated, "is truncated or damaged"),
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
+])
+def test_unloadable_checkpoints_say_what_the_file_is(tmp_path, make, expected):
+    """Never PyTorch's advice to pass weights_only=False (it lets the file run code): what the file is, what to do."""
+    path = tmp_path / "ckpt.pth"
+    make(path)
+    with pytest.raises(ConfigError) as info:
+        load_released_state(path)
+    message = str(info.value)
+    assert re.search(expected, message), message
+    assert "weights_only" not in message and "\n" not in message and str(path) in message
+
+    res = CliRunner().invoke(app, ["convert", str(path), str(tmp_path / "out"), "--dataset", "biwi", "--template",
+                                   "tiny"])
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "weights_only" not in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_documented_differences_and_switches(converted):

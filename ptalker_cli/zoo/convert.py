@@ -148,16 +148,10 @@ class ConversionReport:
 # --------------------------------------------------------------------------- reading
 def load_released_state(path: str | Path) -> dict[str, Tensor]:
     """Read a released ``.pth`` with ``torch.load(weights_only=True)`` → a flat ``{key: tensor}``."""
+    from .safe_load import load_tensors
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, zipfile errors ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot read {path} as a plain state dict with torch.load(weights_only=True): "
-                          f"{first}") from None
-    return normalize_state(obj, str(path))
+    return normalize_state(load_tensors(path), str(path))  # a one-line ConfigError that says what the file is
 
 
 def normalize_state(obj: Any, where: str = "checkpoint") -> dict[str, Tensor]:
