@@ -28,3 +28,16 @@ class MotionError(PtalkerError):
 
 class ConfigError(PtalkerError):
     """A model configuration or checkpoint could not be used."""
+
+
+class WriteError(PtalkerError):
+    """The operating system refused a write (no space, quota, read-only, permission, a file in the way).
+
+    ``errno`` and ``target`` (the file or folder being written) are kept for callers that
+    report it under another name (a temporary folder's file under the final output's).
+    """
+
+    def __init__(self, message: str, errno: int | None = None, target=None):
+        super().__init__(message)
+        self.errno = errno
+        self.target = target

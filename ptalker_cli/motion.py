@@ -76,8 +76,9 @@ class Motion:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, self.vertices.astype(np.float32))
-        with atomic_path(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(self.sidecar(), indent=2, default=str) + "\n")
+            # both or neither: the sidecar is in place before the .npy is renamed into place
+            with atomic_path(path.with_suffix(".json")) as tmp_json:
+                tmp_json.write_text(json.dumps(self.sidecar(), indent=2, default=str) + "\n")
         return path
 
     @classmethod

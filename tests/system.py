@@ -76,12 +76,36 @@ def _egl() -> str | None:
     return None
 
 
+def _tmpfs() -> str | None:
+    """Whether a test can mount (and unmount) a small tmpfs: a real full or read-only file system."""
+    import subprocess
+    import sys
+    import tempfile
+
+    if not sys.platform.startswith("linux"):
+        return "mounting a small tmpfs (the full-disk tests) needs Linux"
+    if shutil.which("mount") is None or shutil.which("umount") is None:
+        return "no mount/umount program: apt-get install mount"
+    folder = tempfile.mkdtemp(prefix="ptalker-tmpfs-probe-")
+    try:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", folder], capture_output=True,
+                             text=True, timeout=30, check=False)
+        if res.returncode != 0:
+            why = " ".join(res.stderr.split()) or f"exit code {res.returncode}"
+            return f"cannot mount a tmpfs here ({why}): run the tests as root (or with CAP_SYS_ADMIN)"
+        subprocess.run(["umount", folder], capture_output=True, timeout=30, check=False)
+    finally:
+        os.rmdir(folder)
+    return None
+
+
 PROBES: dict[str, Callable[[], str | None]] = {
     "festival": _festival,
     "cc": _c_compiler,
     "native": _native_kernels,
     "osmesa": _osmesa,
     "egl": _egl,
+    "tmpfs": _tmpfs,
 }
 
 

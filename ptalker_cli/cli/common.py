@@ -39,16 +39,30 @@ def error(message: str) -> None:
 
 
 def guard(fn):
-    """Turn a :class:`PtalkerError` raised by a command into one error line and exit code."""
+    """Run a command under :func:`~ptalker_cli.interrupts.handle_signals` and report its failures in one line.
+
+    A :class:`PtalkerError` prints its message and exits with its code; SIGINT / SIGTERM
+    print ``interrupted; ...`` and exit 130 / 143 (the clean-up has run by then); an OS
+    error nothing translated (the last resort) prints one line and exits 1.
+    """
+    from .. import interrupts
     from ..errors import PtalkerError
+    from ..fileio import os_error_message
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PtalkerError as exc:
-            error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
+        with interrupts.handle_signals():
+            try:
+                return fn(*args, **kwargs)
+            except PtalkerError as exc:
+                error(str(exc))
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt as exc:
+                error(interrupts.message())
+                raise typer.Exit(interrupts.exit_code(exc)) from None
+            except OSError as exc:
+                error(os_error_message(exc))
+                raise typer.Exit(1) from None
 
     return wrapper
 

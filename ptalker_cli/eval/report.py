@@ -18,6 +18,7 @@ Raw columns (``lve``, ``fdd``, ``mve`` ...) are in data units (squared for LVE/F
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import io
@@ -25,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_path
 from .protocol import EvalResult
 
 RESULT_FILES = ("results.json", "protocol.json", "overall.csv", "subjects.csv", "sequences.csv")
@@ -107,7 +108,6 @@ def sequence_rows(result: EvalResult) -> list[dict[str, Any]]:
 def write_results(result: EvalResult, out_dir: str | Path) -> list[Path]:
     """Write the five result files into ``out_dir`` (created); returns their paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     overall_cols = ("group", "split", "units", "lve_scale", "fdd_scale", *_AGG_COLUMNS,
                     "lve_scaled", "fdd_scaled", "fdd_abs_scaled")
     subject_cols = ("subject", "seen", *_AGG_COLUMNS, "lve_scaled", "fdd_scaled", "fdd_abs_scaled")
@@ -119,9 +119,11 @@ def write_results(result: EvalResult, out_dir: str | Path) -> list[Path]:
         "sequences.csv": _csv(sequence_rows(result), _SEQ_COLUMNS),
     }
     paths = []
-    for name, text in files.items():
-        atomic_write_text(out / name, text)
-        paths.append(out / name)
+    with contextlib.ExitStack() as stack:  # all five or none: each is renamed into place only when all are written
+        for name, text in files.items():
+            tmp = stack.enter_context(atomic_path(out / name))
+            tmp.write_text(text, encoding="utf-8")
+            paths.append(out / name)
     return paths
 
 

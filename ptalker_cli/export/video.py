@@ -15,6 +15,7 @@ So the video and audio durations agree within half a frame.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import subprocess
 import tempfile
@@ -25,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import AudioError, PtalkerError
-from ..fileio import atomic_path
+from ..errors import AudioError, PtalkerError, WriteError
+from ..fileio import WRITE_ONLY_ERRNOS, atomic_path, write_error_message
 from ..mesh import Topology
 from ..motion import Motion
 from .renderers import RENDERER_CHOICES, create_renderer
@@ -79,10 +80,12 @@ class FFmpegVideoWriter:
         preset: str = X264_PRESET,
         crf: int = X264_CRF,
         queue_size: int = 3,
+        label: str | Path | None = None,
     ):
         if width % 2 or height % 2:
             raise PtalkerError(f"H.264/yuv420p needs even frame dimensions; got {width}x{height}")
         self.path = Path(path)
+        self.label = Path(label) if label is not None else self.path  # the name in messages (not a temp name)
         self.width, self.height = int(width), int(height)
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
@@ -155,7 +158,15 @@ class FFmpegVideoWriter:
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             self._finish(abort=True)
-            raise PtalkerError(f"ffmpeg failed while encoding {self.path.name}: {self._ffmpeg_message()}")
+            raise self._failure()
+
+    def _failure(self, rc: int | None = None) -> PtalkerError:
+        message = self._ffmpeg_message()
+        for code in WRITE_ONLY_ERRNOS:  # ffmpeg could not write its output: say so like every other writer
+            if os.strerror(code).lower() in message.lower():
+                return WriteError(write_error_message(OSError(code, os.strerror(code)), self.label))
+        code = f" (exit code {rc})" if rc is not None else ""
+        return PtalkerError(f"ffmpeg failed while encoding {self.label.name}{code}: {message}")
 
     def _ffmpeg_message(self) -> str:
         try:
@@ -192,9 +203,7 @@ class FFmpegVideoWriter:
         rc = self._finish(abort=False)
         try:
             if rc != 0 or self._error is not None:
-                raise PtalkerError(
-                    f"ffmpeg failed while encoding {self.path.name} (exit code {rc}): {self._ffmpeg_message()}"
-                )
+                raise self._failure(rc)
         finally:
             self._cleanup_log()
 
@@ -355,7 +364,7 @@ def render_video(
     rend = create_renderer(renderer, topology.faces, nv, resolution, resolution, camera, panels=panels, background=bg)
     try:
         with atomic_path(out) as tmp:
-            writer = FFmpegVideoWriter(tmp, resolution * panels, resolution, fps_out, audio_path)
+            writer = FFmpegVideoWriter(tmp, resolution * panels, resolution, fps_out, audio_path, label=out)
             try:
                 for j in range(n_out):
                     verts = [_sample(m.vertices, s[0][j], s[1][j], s[2][j]) for m, s in zip(seqs, schedule)]
@@ -369,10 +378,10 @@ def render_video(
                     writer.submit(buf)
                     if progress is not None:
                         progress(j + 1, n_out)
-            except BaseException:
+                writer.close()
+            except BaseException:  # an error or an interruption, also while ffmpeg finishes: end it first
                 writer.abort()
                 raise
-            writer.close()
     finally:
         rend.close()
     return out

@@ -19,6 +19,7 @@ complete; :func:`find_checkpoint` finds it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..fileio import write_errors
 
 LAST = "last"
 STATE_NAME = "trainer_state.json"
@@ -124,11 +126,33 @@ def find_checkpoint(run_dir: Path) -> Path | None:
 
 def save_checkpoint(run_dir: Path, model, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                     rng_states: list[dict[str, Any]]) -> Path:
-    """Write ``run_dir/last`` atomically (see the module docstring)."""
-    from safetensors.torch import save_file
+    """Write ``run_dir/last`` atomically (see the module docstring).
 
+    A failure (no space left, an interruption ...) removes ``.last.tmp/`` and leaves the
+    previous checkpoint as it was; OS errors become a one-line :class:`WriteError`.
+    """
     run_dir = Path(run_dir)
     tmp, last, old = run_dir / ".last.tmp", run_dir / LAST, run_dir / ".last.old"
+    try:
+        with write_errors(last, scratch=tmp):
+            _write_checkpoint(tmp, model, optimizer, state, rng_states)
+        with write_errors(last, own=True):
+            if last.exists():
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(last, old)
+            os.replace(tmp, last)
+            _fsync_dir(run_dir)
+    except BaseException:
+        tidy_run_dir(run_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return last
+
+
+def _write_checkpoint(tmp: Path, model, optimizer, state: dict[str, Any], rng_states: list[dict[str, Any]]) -> None:
+    from safetensors.torch import save_file
+
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -146,15 +170,26 @@ def save_checkpoint(run_dir: Path, model, optimizer: torch.optim.Optimizer, stat
     full = {"version": STATE_VERSION, **state, "optimizer": opt_meta, "rng": rng_json, "complete": True}
     (tmp / STATE_NAME).write_text(json.dumps(full, indent=1) + "\n")
     _fsync_dir(tmp)
-    if last.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(last, old)
-    os.replace(tmp, last)
-    _fsync_dir(run_dir)
-    if old.exists():
-        shutil.rmtree(old)
-    return last
+
+
+def tidy_run_dir(run_dir: Path) -> None:
+    """After a failed or interrupted save: drop ``.last.tmp/``; put ``.last.old/`` back as ``last/`` if needed."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / ".last.tmp", ignore_errors=True)
+    last, old = run_dir / LAST, run_dir / ".last.old"
+    if old.is_dir():
+        if not last.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, last)
+        elif find_checkpoint(run_dir) == last:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_hint(run_dir: Path, command: str = "ptalker train") -> str:
+    """What to tell a user whose training stopped: how to resume, or that there is nothing to resume yet."""
+    if find_checkpoint(Path(run_dir)) is not None:
+        return f"resume with `{command} --out {run_dir} --resume`"
+    return f"no checkpoint was saved yet; start again with `{command} --out {run_dir} --force`"
 
 
 def _fsync_dir(folder: Path) -> None:

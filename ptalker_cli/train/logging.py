@@ -23,6 +23,8 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..fileio import append_text, atomic_write_text
+
 JSONL = "metrics.jsonl"
 STEPS_CSV = "steps.csv"
 EPOCHS_CSV = "epochs.csv"
@@ -59,7 +61,7 @@ class _CsvTable:
         w.writeheader()
         for row in self.rows:
             w.writerow(row)
-        self.path.write_text(buf.getvalue())
+        atomic_write_text(self.path, buf.getvalue())
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -68,8 +70,9 @@ class _CsvTable:
             self.columns += new
             self._rewrite()
             return
-        with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        append_text(self.path, buf.getvalue())
 
 
 class MetricsLogger:
@@ -101,7 +104,7 @@ class MetricsLogger:
                     rows.append(row)
                 elif row.get("kind") == "epoch" and row.get("epoch", 0) <= (resume_epoch or 0):
                     rows.append(row)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
         self.steps.reset([_flat(r) for r in rows if r["kind"] == "step"])
         self.epochs.reset([_flat(r) for r in rows if r["kind"] == "epoch"])
         if self._tb_wanted:
@@ -114,8 +117,7 @@ class MetricsLogger:
                                         purge_step=(resume_step + 1) if resume_step is not None else None)
 
     def _write(self, row: dict[str, Any]) -> None:
-        with open(self.run_dir / JSONL, "a") as fh:
-            fh.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        append_text(self.run_dir / JSONL, json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
 
     def log_step(self, row: dict[str, Any]) -> None:
         if not self.enabled:
