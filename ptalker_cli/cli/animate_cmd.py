@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from .. import interrupts
 from ..errors import PtalkerError
 from ..config import DEFAULT_MODEL
 from .common import console, error, print_json, progress
@@ -20,6 +21,11 @@ def _output_for(out: Path, audio: Path, fmt: str | None, many: bool) -> tuple[Pa
         return out, fmt
     fmt = fmt or "npy"
     return (out / audio.stem if fmt in ("obj", "ply") else out / f"{audio.stem}.{fmt}"), fmt
+
+
+def _interrupted_note(results: list, total: int) -> str:
+    done = sum(e["status"] == "ok" for e in results)
+    return f"{done} of {total} outputs were written, the one in progress was not" if done else "nothing written"
 
 
 def animate(
@@ -56,6 +62,7 @@ def animate(
         raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
     animator = Animator(load_model(model, device))
     results, failed = [], 0
+    interrupts.set_note(lambda: _interrupted_note(results, len(audio)))
     with progress(quiet or as_json) as bar:
         task = bar.add_task("animating", total=len(audio))
         for path in audio:

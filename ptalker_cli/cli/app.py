@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from .. import interrupts
 from ..errors import PtalkerError
 from .animate_cmd import animate
 from .common import GuardedTyper, error
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except PtalkerError as exc:  # raised outside a command (e.g. while parsing)
         error(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        error("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside a command (a command's own are reported by its guard)
+        error(interrupts.message())
+        sys.exit(interrupts.exit_code(exc))
     return 0
 
 

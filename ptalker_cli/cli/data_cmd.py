@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from .. import interrupts
 from .common import GuardedTyper
 from rich.console import Console
 
@@ -21,6 +22,8 @@ prepare_app = GuardedTyper(help="Convert a raw corpus to the standard dataset la
 data_app.add_typer(prepare_app, name="prepare")
 
 _console = Console()
+#: what an interrupted (or failed) preparation leaves: finished files are complete and skipped next time
+_RESUMABLE = "the files finished so far are kept; run the same command again to go on"
 
 
 def _regions_arg(lip: Optional[Path], upper: Optional[Path], no_regions: bool, default="default"):
@@ -45,6 +48,7 @@ def prepare_biwi_cmd(
     """BIWI (.vl frames + rigid_scans + audio) -> vertices_npy at 25 fps, wav at 16 kHz."""
     from ..data.biwi import prepare_biwi
 
+    interrupts.set_note(_RESUMABLE)
     summary = prepare_biwi(
         raw_dir, out_dir, subjects=subject or None,
         regions=_regions_arg(lip_region, upper_face_region, no_regions),
@@ -68,6 +72,7 @@ def prepare_vocaset_cmd(
     """VOCASET -> vertices_npy at 30 fps (metres), wav at 16 kHz."""
     from ..data.vocaset import prepare_vocaset
 
+    interrupts.set_note(_RESUMABLE)
     summary = prepare_vocaset(
         raw_dir, out_dir, faces, fps=fps, subjects=subject or None,
         lip_region=None if lip_region.lower() == "none" else lip_region,

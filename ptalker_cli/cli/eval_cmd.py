@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .. import interrupts
 from ..errors import PtalkerError
 from .common import console, print_json, progress
 
@@ -58,6 +59,9 @@ def eval_command(
     layout = DatasetLayout(data)  # check the manifest and the split before loading a model
     layout.resolve_split(split or default_split(layout.manifest()))
     videos_dir = out / "videos" if videos else None
+    kept = [f"{out / d}" for d, on in (("predictions", save_predictions), ("videos", videos)) if on]
+    interrupts.set_note("no results written" + (f"; what was finished in {' and '.join(kept)} is kept" if kept
+                                                else ""))
     with progress(quiet or as_json) as bar:
         task = bar.add_task("evaluating", total=None)
 

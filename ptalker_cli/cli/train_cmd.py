@@ -97,6 +97,11 @@ def train(
     if print_config:
         print_json(cfg.to_dict())
         return
+    from .. import interrupts
+    from ..train.checkpoint import resume_hint
+
+    interrupts.set_note(lambda: resume_hint(cfg.run_dir, "ptalker train" + (f" --devices {devices}" if devices > 1
+                                                                            else "")))
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         _launch(cfg, devices, resume, force, quiet)
         return
@@ -127,6 +132,6 @@ def _launch(cfg, devices: int, resume: bool, force: bool, quiet: bool) -> None:
     atomic_write_text(launch, json.dumps(cfg.to_dict(), indent=2) + "\n")
     argv = ["--config", str(launch)] + (["--resume"] if resume else []) + (["--force"] if force else []) \
         + (["--quiet"] if quiet else [])
-    code = launch_torchrun(devices, argv)
+    code = launch_torchrun(devices, argv, run_dir)
     if code:
         raise typer.Exit(code)

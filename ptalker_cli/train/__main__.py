@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
-from ..cli.common import error
+from .. import interrupts
+from ..cli.common import GuardedTyper, error
 from ..cli.train_cmd import train
 from ..errors import PtalkerError
 
 
 def main() -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = GuardedTyper(add_completion=False, pretty_exceptions_enable=False)
     app.command()(train)
     try:
         app(prog_name="ptalker train", standalone_mode=True)
     except PtalkerError as exc:
         error(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        error("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside the command (its own are reported by the guard)
+        error(interrupts.message())
+        sys.exit(interrupts.exit_code(exc))
 
 
 if __name__ == "__main__":

@@ -123,11 +123,72 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return max(0, len(self.batches()) - self.start)
 
 
-def launch_torchrun(devices: int, argv: list[str]) -> int:
-    """Re-run this command under torchrun with ``devices`` processes (``--devices N``); returns its exit code."""
+def launch_torchrun(devices: int, argv: list[str], run_dir: str | os.PathLike | None = None) -> int:
+    """Re-run this command under torchrun with ``devices`` processes (``--devices N``); returns its exit code.
+
+    torchrun runs in its own session and its stderr is relayed line by line. When this
+    process is interrupted (SIGINT / SIGTERM) or fails, the relay stops (torchrun's own
+    shutdown report is not shown), torchrun gets SIGTERM (it passes it on to the
+    training processes, which stop cleanly), and after :data:`STOP_TIMEOUT_S` seconds
+    whatever is left of its process group is killed. ``run_dir``: tidied afterwards
+    (an unfinished checkpoint folder is removed; the last complete one is kept).
+    """
+    import signal
     import subprocess
+    import threading
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
            "-m", "ptalker_cli.train", *argv]
     env = dict(os.environ, PTALKER_TORCHRUN="1")
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    relay_on = threading.Event()
+    relay_on.set()
+
+    def relay() -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        for line in iter(proc.stderr.readline, b""):
+            if relay_on.is_set():
+                if out is not None:
+                    out.write(line)
+                    out.flush()
+                else:
+                    sys.stderr.write(line.decode("utf-8", "replace"))
+                    sys.stderr.flush()
+
+    thread = threading.Thread(target=relay, name="ptalker-torchrun-stderr", daemon=True)
+    thread.start()
+    try:
+        code = proc.wait()
+    except BaseException:
+        relay_on.clear()
+        _stop_group(proc, signal)
+        if run_dir is not None:
+            from .checkpoint import tidy_run_dir
+
+            tidy_run_dir(run_dir)
+        raise
+    finally:
+        thread.join(timeout=5)
+    return code
+
+
+#: Seconds torchrun (and the training processes) get to stop after SIGTERM before they are killed.
+STOP_TIMEOUT_S = 60.0
+
+
+def _stop_group(proc, signal) -> None:
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except OSError:
+        return
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (workers blocked in a collective)
+    except OSError:
+        pass
+    proc.wait()

@@ -20,12 +20,13 @@ Festival is deterministic, so the same seed gives identical files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,7 @@ import soundfile as sf
 import soxr
 
 from ...fileio import atomic_path, atomic_write_text
+from ...interrupts import worker_pool
 from ..layout import DatasetError, DatasetLayout, Manifest, SplitRule
 from .head import load_head
 from .style import STYLE_RANGES, Speaker, sample_speaker
@@ -255,7 +257,32 @@ def generate_corpus(
     check_tools(voices)
 
     root = Path(out_dir)
+    created = not root.exists()
     _prepare_out_dir(root, force)
+    try:
+        return _write_corpus(root, int(speakers), int(sentences), float(fps), int(seed), progress, unseen,
+                             int(workers), voices, name, all_sentences, t_start)
+    except BaseException:  # an error, a full disk, an interruption: no half-written corpus is left
+        _remove_owned(root, remove_root=created)
+        raise
+
+
+def _remove_owned(root: Path, remove_root: bool = False) -> None:
+    for item in _OWNED:
+        p = root / item
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+    if remove_root:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only if empty
+
+
+def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: int, progress: ProgressFn | None,
+                  unseen: int, workers: int, voices: tuple[str, ...], name: str, all_sentences: tuple[str, ...],
+                  t_start: float) -> SynthSummary:
     layout = DatasetLayout(root)
     head = load_head()
     texts = list(all_sentences[: int(sentences)])
@@ -283,7 +310,7 @@ def generate_corpus(
     if progress:
         progress(0, len(jobs), "")
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(int(workers), len(jobs))) as pool:
+        with worker_pool(min(int(workers), len(jobs))) as pool:  # stopped promptly on an error or a signal
             futs = {pool.submit(_speaker_job, *job): job[1].name for job in jobs}
             for fut in as_completed(futs):
                 res = fut.result()
