@@ -187,6 +187,16 @@ def test_animate_on_a_full_disk(small_fs, speech, name, fmt):
 
 
 @pytest.mark.system("tmpfs")
+def test_all_formats_on_a_full_disk_leaves_none(small_fs, speech):
+    """``--format all``: the .npy fits, the OBJ frames do not; the .npy written first is removed again."""
+    fill(small_fs, leave=96 * 1024)
+    code, lines, res = cli("animate", speech, "-m", "tiny", "-o", small_fs / "out", "--format", "all", "--quiet")
+    assert_one_line_error(code, lines, res, "could not write", NO_SPACE)
+    assert "out.npy" not in lines[0]  # the .npy was written (then removed): another output failed
+    assert leftovers(small_fs) == []
+
+
+@pytest.mark.system("tmpfs")
 def test_full_disk_through_the_real_entry_point(small_fs, speech):
     """The issue's case: ``ptalker animate speech.wav -o out.npy`` in a full folder, as a process."""
     fill(small_fs, leave=8192)

@@ -175,11 +175,25 @@ def write_motion(
         "glb": write_glb_file,
     }
     written: list[Path] = []
-    for name, path in targets.items():
-        if name == "mp4":
-            from .video import render_video
+    try:
+        for name, path in targets.items():
+            if name == "mp4":
+                from .video import render_video
 
-            written.append(render_video(motion, topology, path, force=force, **render_options))
-        else:
-            written += writers[name](motion, topology, path)
+                written.append(render_video(motion, topology, path, force=force, **render_options))
+            else:
+                written += writers[name](motion, topology, path)
+    except BaseException:  # with several formats: none of them, rather than some (a full disk, an interruption)
+        _remove(written)
+        raise
     return written
+
+
+def _remove(paths: list[Path]) -> None:
+    import shutil
+
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
