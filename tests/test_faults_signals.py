@@ -289,7 +289,7 @@ def test_data_synth_interrupted(tmp_path):
     festival = wait_for(proc, "festival synthesising in both workers",
                         lambda: len(f := [p for p, (n, pp) in tree(proc.pid).items() if "festival" in n and
                                           pp != proc.pid]) == 2 and f)
-    lines = stop(proc, signal.SIGTERM, timeout=20)  # promptly: the workers' jobs are stopped, not finished
+    lines = stop(proc, signal.SIGTERM, timeout=30)  # promptly: the workers' jobs are stopped, not finished
     assert lines == ["error: interrupted; nothing written"]
     assert not any(alive(p) for p in festival)
     assert not out.exists()
