@@ -2,7 +2,7 @@
 
 Marked ``gpu`` (excluded from the default run; ``pytest -m gpu``) and ``system("cuda")``:
 skipped with a reason where torch sees no CUDA device, a failure under
-PTALKER_REQUIRE_SYSTEM_TESTS=1 (a GPU CI job runs ``PTALKER_REQUIRE_SYSTEM_TESTS=1 pytest -m gpu``).
+PTALKER_REQUIRE_SYSTEM_TESTS=1 (on a GPU machine: ``PTALKER_REQUIRE_SYSTEM_TESTS=1 pytest -m gpu``).
 """
 
 import pytest
