@@ -245,7 +245,7 @@ def test_corrupt_cached_file_is_caught_offline_and_by_verify(zoo, monkeypatch):
     blob = Path(os.path.realpath(path))
     blob.chmod(0o644)
     before = blob.stat().st_mtime_ns
-    blob.write_bytes(b"X" + BLOB[1:])  # changed in place (and a new mtime: ...
+    blob.write_bytes(bytes([BLOB[0] ^ 0xFF]) + BLOB[1:])  # changed in place (and a new mtime: ...
     os.utime(blob, ns=(before, before + 10**9))  # ... explicit, since file times can be coarser than this test)
     results = hub.verify_entry(entry)
     assert [r.status for r in results] == ["mismatch"] and sha256(BLOB) in results[0].detail
