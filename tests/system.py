@@ -61,7 +61,10 @@ def _osmesa() -> str | None:
     if tuple(int(x) for x in OpenGL.__version__.split(".")[:3]) < (3, 1, 5):
         return (f"PyOpenGL {OpenGL.__version__} has no OSMesaCreateContextAttribs: "
                 "pip install --no-deps PyOpenGL==3.1.7")
-    return None
+    from ptalker_cli.doctor import probe_osmesa
+
+    found = probe_osmesa()  # pyrender starts an OSMesa context in a child process
+    return None if found["works"] else f"pyrender cannot start OSMesa ({found['error']})"
 
 
 def _egl() -> str | None:
@@ -73,6 +76,20 @@ def _egl() -> str | None:
             ctypes.CDLL(name or f"lib{lib}.so.1")
         except OSError:
             return f"lib{lib} is not installed: apt-get install libegl1 libgl1 libgl1-mesa-dri libegl-mesa0"
+    from ptalker_cli.doctor import probe_egl
+
+    found = probe_egl()  # a standalone moderngl context, in a child process
+    if not found["works"]:
+        return (f"EGL does not start an OpenGL context ({found['error']}): "
+                "apt-get install libegl-mesa0 libgl1-mesa-dri")
+    return None
+
+
+def _cuda() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"no CUDA device (torch {torch.__version__}, torch.cuda.is_available() is False)"
     return None
 
 
@@ -106,6 +123,7 @@ PROBES: dict[str, Callable[[], str | None]] = {
     "osmesa": _osmesa,
     "egl": _egl,
     "tmpfs": _tmpfs,
+    "cuda": _cuda,
 }
 
 

@@ -106,6 +106,7 @@ def test_glb_size_is_about_frames_times_vertices(tmp_path, topo):
     assert expected < size < expected + 40_000
 
 
+@pytest.mark.system("egl")  # "all" includes the MP4, drawn over EGL
 def test_all_formats(tmp_path, topo):
     m = _motion(topo, frames=3)
     paths = write_motion(m, topo, tmp_path / "clip", "all", resolution=64)

@@ -232,6 +232,7 @@ def dataclasses_error():
     return dataclasses.FrozenInstanceError
 
 
+@pytest.mark.system("native")  # the vertex-major path is the fused kernel
 def test_refinement_codes_on_the_vertex_major_path_equal_the_reference():
     m = _model()
     audio, _, tmpl = _batch(m, frames=40)

@@ -1,6 +1,5 @@
 """The package metadata, the README's commands and CI stay consistent."""
 
-import re
 import tomllib
 from pathlib import Path
 
@@ -25,8 +24,7 @@ def test_readme_first_lines_are_the_install_and_test_commands():
     assert "examples/speech.wav" in install and (ROOT / "examples" / "speech.wav").exists()
     assert test.endswith("python -m pytest -q")
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install --quiet "torch==2.13.0"' in ci
-    assert re.search(r"python3 -m pytest -q", ci)
+    assert install in ci and test in ci  # verbatim; tests/test_readme.py checks they are .ci/run's commands
     assert "-eq 5" in ci  # pytest's "no tests collected" fails CI
 
 

@@ -219,6 +219,24 @@ def test_offline_with_cache_uses_it_without_network(zoo, monkeypatch):
     assert len(zoo.requests) == n
 
 
+def test_offline_state_is_read_at_call_time(zoo, monkeypatch):
+    """huggingface_hub freezes HF_HUB_OFFLINE when it is imported; ptalker decides per call, so a
+    process that imported it offline downloads once the variable is gone (and the reverse)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as if imported under HF_HUB_OFFLINE=1
+    zoo.add_repo("org/m", {"model.safetensors": BLOB})
+    assert hub.offline_reason() is None
+    assert hub.fetch_file("org/m", "model.safetensors", "main").read_bytes() == BLOB
+    assert zoo.requests and constants.HF_HUB_OFFLINE is True  # the library's own switch is restored
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # imported online, offline now
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    zoo.requests.clear()
+    with pytest.raises(hub.ZooNotCached, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
+        hub.fetch_file("org/m", "config.json", "main")
+    assert zoo.requests == [] and constants.HF_HUB_OFFLINE is False
+
+
 def test_corrupt_cached_file_is_caught_offline_and_by_verify(zoo, monkeypatch):
     commit = zoo.add_repo("org/m", {"model.safetensors": BLOB})
     entry = ZooEntry("m", "model", repo_id="org/m", revision=commit, files=(ZooFile("model.safetensors"),))
@@ -227,7 +245,7 @@ def test_corrupt_cached_file_is_caught_offline_and_by_verify(zoo, monkeypatch):
     blob = Path(os.path.realpath(path))
     blob.chmod(0o644)
     before = blob.stat().st_mtime_ns
-    blob.write_bytes(b"X" + BLOB[1:])  # changed in place (and a new mtime: ...
+    blob.write_bytes(bytes([BLOB[0] ^ 0xFF]) + BLOB[1:])  # changed in place (and a new mtime: ...
     os.utime(blob, ns=(before, before + 10**9))  # ... explicit, since file times can be coarser than this test)
     results = hub.verify_entry(entry)
     assert [r.status for r in results] == ["mismatch"] and sha256(BLOB) in results[0].detail

@@ -17,6 +17,7 @@ from .animate_cmd import animate
 from .common import GuardedTyper, error
 from .convert_cmd import convert
 from .data_cmd import data_app
+from .doctor_cmd import doctor_command
 from .eval_cmd import eval_command
 from .models_cmd import models_app
 from .render_cmd import render
@@ -35,6 +36,7 @@ app.command("render")(render)
 app.command("train")(train)
 app.command("eval")(eval_command)
 app.command("convert")(convert)
+app.command("doctor")(doctor_command)
 app.add_typer(models_app, name="models", help="The model zoo: list, download, verify, publish.")
 data_app.command("synth")(synth)
 app.add_typer(data_app, name="data", help="Prepare, synthesize and check datasets.")

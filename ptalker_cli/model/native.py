@@ -5,8 +5,9 @@ default ``cc``) into a cache directory (``PTALKER_CACHE_DIR``/kernels, default
 ``~/.cache/ptalker/kernels``, falling back to a per-user temp directory), keyed by a hash of the
 source, the flags, the compiler, the platform and the CPU (``-march=native`` builds are never
 reused on another CPU), and loaded with ``ctypes``.  Any failure (no compiler, read-only cache,
-...) leaves the kernel unavailable and callers use their pure-PyTorch paths.  Setting
-``PTALKER_NO_NATIVE=1`` disables every kernel.
+...) leaves the kernel unavailable and callers use their pure-PyTorch paths; the first such
+failure in a process logs one warning line (what, why, how to enable).  Setting
+``PTALKER_NO_NATIVE=1`` disables every kernel (and that warning).
 
 Kernels here:
 
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +54,19 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # build / cache / load
 # --------------------------------------------------------------------------------------------
+
+
+log = logging.getLogger(__name__)
+_notice_given = False
+
+
+def _fallback_notice(why: str) -> None:
+    """Say once per process that the compiled kernels are off, why, and how to turn them on."""
+    global _notice_given
+    if not _notice_given:
+        _notice_given = True
+        log.warning("ptalker: compiled CPU kernels unavailable (%s); using the slower PyTorch path. Install gcc "
+                    "(or point CC at a C compiler), or set PTALKER_NO_NATIVE=1 to silence this.", why)
 
 
 def native_disabled() -> bool:
@@ -103,6 +119,8 @@ def build_library(name: str, source: str, flag_sets: Sequence[Sequence[str]]) ->
     when the compiler accepts it.  Raises RuntimeError when nothing builds/loads.
     """
     cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler '{cc}' found")
     march = _march_native_ok(cc)
     uid = os.getuid() if hasattr(os, "getuid") else 0
     dirs = [cache_dir(), Path(tempfile.gettempdir()) / f"ptalker-kernels-{uid}"]
@@ -133,6 +151,10 @@ def build_library(name: str, source: str, flag_sets: Sequence[Sequence[str]]) ->
                 return ctypes.CDLL(str(so))
             except Exception as err:  # noqa: BLE001 - any failure means "try the next option"
                 last_err = err
+    if isinstance(last_err, subprocess.CalledProcessError):  # the compiler's first complaint, not its argv
+        said = (last_err.stderr or b"").decode(errors="replace").strip().splitlines()
+        said = [line for line in said if "error" in line] or said or [f"exit status {last_err.returncode}"]
+        last_err = f"{cc} failed: {said[0]}"
     raise RuntimeError(f"could not build the native {name} kernel: {last_err}")
 
 
@@ -160,7 +182,8 @@ class NativeLibrary:
                     self.setup(lib)
                     self._lib = lib
                 except Exception as err:  # noqa: BLE001
-                    self.error = str(err)
+                    self.error = " ".join(str(err).split())
+                    _fallback_notice(self.error)
         return self._lib
 
     def available(self) -> bool:

@@ -108,17 +108,35 @@ def _truthy(value: str | None) -> bool:
 
 
 def offline_reason(offline: bool | None = None) -> str | None:
-    """Why we are offline (``--offline``, ``HF_HUB_OFFLINE=1``), or None when online."""
+    """Why we are offline (``--offline``, ``HF_HUB_OFFLINE=1``), or None when online.
+
+    The environment is read now, not when ``huggingface_hub`` was imported (it freezes
+    ``HF_HUB_OFFLINE`` then); :func:`_hub_offline` makes the hub library agree during a call.
+    """
     if offline:
         return "--offline"
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if _truthy(os.environ.get(var)):
             return f"{var}=1"
+    return None
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Run a ``huggingface_hub`` call with its offline switch set to ptalker's call-time decision.
+
+    ``huggingface_hub.constants.HF_HUB_OFFLINE`` is read from the environment once, at import,
+    and its HTTP layer refuses every request while it is true; without this a process that
+    imported it under ``HF_HUB_OFFLINE=1`` could never go online again (and the reverse).
+    """
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE=1"
-    return None
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -341,8 +359,9 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, *, sha2
     last: tuple[Expected, str] | None = None
     for attempt in range(2):
         try:
-            path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache), endpoint=ep,
-                                        local_files_only=reason is not None, token=token))
+            with _hub_offline(reason is not None):
+                path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache),
+                                            endpoint=ep, local_files_only=reason is not None, token=token))
         except Exception as exc:  # huggingface_hub and httpx raise many kinds; all become one line
             raise _translate(exc, repo_id=repo_id, filename=filename, revision=revision, offline=reason,
                              cache=cache, endpoint=ep, hint=hint) from None
@@ -381,8 +400,9 @@ def _expected_for(path: Path, sha256: str | None, repo_id: str, filename: str, r
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     try:
-        meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
-                                    token=token, endpoint=endpoint)
+        with _hub_offline(False):
+            meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
+                                        token=token, endpoint=endpoint)
     except Exception:
         return None
     return expected_from_etag(meta.etag)
