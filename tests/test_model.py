@@ -36,21 +36,54 @@ MODES = {
 }
 
 
-@pytest.mark.parametrize("variant", [{}, {"use_graph_encoder": False}, {"refine_passes": 2}])
-def test_teacher_forcing_does_not_see_the_future(variant):
+LEAK_SUBJECTS = {"seen": 0, "unseen": -1}
+
+
+def _future_leak(m, audio, verts, tmpl, subject, t, fed="vertices"):
+    """Teacher-forced predictions after perturbing ground-truth frames t, t+1, … and, separately, frame t−1.
+
+    Returns (per-frame change of predictions 0..t under the first perturbation, change of prediction t under
+    the second). ``fed="inputs"`` perturbs the fed-back frames (scheduled sampling's ``inputs``) instead.
+    """
+    g = torch.Generator().manual_seed(5)
+    future, past = verts.clone(), verts.clone()
+    future[:, t:] += torch.randn(future[:, t:].shape, generator=g)
+    past[:, t - 1] += torch.randn(past[:, t - 1].shape, generator=g)
+    idx = torch.tensor([LEAK_SUBJECTS[subject]])
+
+    def predict(v):
+        if fed == "inputs":
+            return m(audio, verts, tmpl, idx, inputs=v).vertices
+        return m(audio, v, tmpl, idx).vertices
+
+    with torch.no_grad():
+        base, a, b = predict(verts), predict(future), predict(past)
+    return (a - base)[:, : t + 1].abs().amax(dim=(0, 2, 3)), (b - base)[:, t].abs().max()
+
+
+@pytest.mark.parametrize("subject", sorted(LEAK_SUBJECTS))
+@pytest.mark.parametrize("variant", [{}, {"use_graph_encoder": False}])  # refine_passes: generate only
+def test_teacher_forcing_does_not_see_the_future(variant, subject):
+    """Prediction t is made from ground-truth frames < t: an off-by-one leak (frame t reaching prediction t)
+    fails the first assertion; the second shows that frame t−1 does reach it (the test is not vacuous)."""
     m = _model(**variant)
     audio, verts, tmpl = _batch(m, frames=24)
     t = 11
-    changed = verts.clone()
-    changed[:, t + 1 :] += torch.randn_like(changed[:, t + 1 :])
-    idx = torch.tensor([0])
-    with torch.no_grad():
-        a = m(audio, verts, tmpl, idx).vertices
-        b = m(audio, changed, tmpl, idx).vertices
-    # frames 0..t are predicted from ground-truth frames < t+1 only
-    assert (a[:, : t + 1] - b[:, : t + 1]).abs().max() <= 1e-5
-    # and the later frames do react (the test can fail)
-    assert (a[:, t + 2 :] - b[:, t + 2 :]).abs().max() > 1e-3
+    for fed in ("vertices", "inputs"):
+        change, from_previous = _future_leak(m, audio, verts, tmpl, subject, t, fed)
+        leaked = [i for i, c in enumerate(change.tolist()) if c > 1e-5]
+        assert not leaked, (f"{fed}: perturbing ground-truth frames >= {t} changed predictions {leaked} "
+                            f"(max change {change.max():.2e})")
+        assert from_previous > 1e-3, f"{fed}: prediction {t} ignores ground-truth frame {t - 1}"
+
+
+def test_released_motion_encoders_do_see_the_future():
+    """The released code's bidirectional E_m^s (s_m = mean over the whole clip) leaks every frame into every
+    prediction (spec §6.2 #13): the check above detects it."""
+    m = _model(motion_encoder_form="released")
+    audio, verts, tmpl = _batch(m, frames=24)
+    change, _ = _future_leak(m, audio, verts, tmpl, "seen", 11)
+    assert change[0] > 1e-4
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
