@@ -346,3 +346,16 @@ def test_speaker_head_on_the_audio_style_code():
     terms["speaker_id"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.audio_style.parameters())
     assert "speaker_id" not in _model().losses(_model()(audio, verts, tmpl, idx), verts, idx)
+
+
+def test_style_strength_range_in_the_library(tiny):
+    from ptalker_cli.errors import PtalkerError
+    from ptalker_cli.inference import Animator
+
+    assert StyleSpec(strength=0).strength == 0.0 and StyleSpec(strength=2).strength == 2.0
+    for bad in (-5, -1e-9, 2.001, float("nan"), float("inf"), "strong"):
+        with pytest.raises(PtalkerError, match=r"style strength .* is outside \[0, 2\]") as ei:
+            StyleSpec(strength=bad)
+        assert "\n" not in str(ei.value)
+    with pytest.raises(PtalkerError, match="outside"):  # refused before any work is done
+        Animator(tiny).animate(np.zeros(16000, np.float32), subject="S1", style_strength=-5)
