@@ -9,7 +9,8 @@
   ``"voice"``: the training styles blended by the speaker head's posterior on the audio
   (whose voice this sounds like; models with ``audio_style_speaker_head``);
 * ``style_from=``: the motion style of a reference motion (.npy);
-* ``style_strength``: scales the personal part of the style code.
+* ``style_strength``: scales the personal part of the style code, from 0 (audio style only) to 2
+  (:data:`~ptalker_cli.model.ptalker.STYLE_STRENGTH_RANGE`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .audio import SAMPLE_RATE, load_audio
 from .config import DEFAULT_MODEL, preset
 from .errors import PtalkerError
 from .mesh import Topology, resolve_template, tiny_topology
-from .model.ptalker import PTalker, StyleSpec, build_model
+from .model.ptalker import PTalker, StyleSpec, build_model, check_style_strength
 from .motion import Motion
 
 TINY_SEED = 0
@@ -167,6 +168,7 @@ class Animator:
     ) -> AnimateResult:
         """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array."""
         cfg = self.config
+        style_strength = check_style_strength(style_strength)
         if subject is not None and subject not in self.known_subjects():
             raise self._subject_error(subject)
         if subject is None and style is None and cfg.train_subjects:

@@ -165,3 +165,78 @@ def test_render_takes_a_model_folder_as_template(wav_file, tmp_path, tiny):
     assert len(list(out.glob("*.obj"))) == 12
     res = run("render", motion, "--template", tmp_path, "-o", tmp_path / "x", "--format", "obj", "-q")
     assert res.exit_code == 1 and "not a model folder" in res.output
+
+
+def _one_error_line(res) -> str:
+    """The run failed through the CLI's error path (no traceback) with exactly one line; returns it."""
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, res.output
+    return lines[0]
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.system("egl")  # --format all includes the MP4
+def test_format_all_names_outputs_after_each_input(wav_file, tmp_path):
+    a, b = wav_file(0.5, "a.wav"), wav_file(0.5, "b.wav", seed=2)
+    outs = tmp_path / "outs"
+    res = run("animate", a, b, "-m", "tiny", "-o", f"{outs}/", "--format", "all", "-q")
+    assert res.exit_code == 0, res.output
+    kinds = (".glb", ".json", ".mp4", ".npy", "_obj", "_ply")
+    assert sorted(p.name for p in outs.iterdir()) == [f"{s}{k}" for s in "ab" for k in kinds]
+    assert np.load(outs / "a.npy").shape == (12, 192, 3) and len(list((outs / "b_obj").glob("*.obj"))) == 12
+    # one input: -o is a base name, a .npy / .glb / .mp4 suffix is dropped
+    res = run("animate", a, "-m", "tiny", "-o", tmp_path / "clip.npy", "--format", "all", "-q")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.glob("clip*")) == [f"clip{k}" for k in kinds]
+
+
+def test_one_input_into_a_folder_is_named_after_the_input(wav_file, tmp_path):
+    wav = wav_file(0.5, "talk.wav")
+    (tmp_path / "existing").mkdir()
+    for out in (f"{tmp_path / 'new'}/", tmp_path / "existing"):
+        res = run("animate", wav, "-m", "tiny", "-o", out, "--format", "npy", "-q")
+        assert res.exit_code == 0, res.output
+        assert _tree(tmp_path / str(out).rstrip("/")) == ["talk.json", "talk.npy"]
+    # without --format a folder is an OBJ sequence, as before
+    assert run("animate", wav, "-m", "tiny", "-o", f"{tmp_path / 'objs'}/", "-q").exit_code == 0
+    assert len(list((tmp_path / "objs").glob("frame_*.obj"))) == 12
+
+
+@pytest.mark.parametrize("value", ["-5", "2.5", "nan", "inf"])
+def test_style_strength_outside_its_range_is_one_line(wav_file, tmp_path, value):
+    wav = wav_file(0.5)
+    before = _tree(tmp_path)
+    res = run("animate", wav, "-m", "tiny", "-o", tmp_path / "o.npy", "--style-strength", value)
+    line = _one_error_line(res)
+    assert "style strength" in line and "outside [0, 2]" in line
+    assert _tree(tmp_path) == before
+
+
+def test_style_strength_minus_five_in_a_subprocess(wav_file, tmp_path):
+    wav = wav_file(0.5)
+    proc = subprocess.run([sys.executable, "-m", "ptalker_cli", "animate", str(wav), "-m", "tiny",
+                           "-o", str(tmp_path / "o.npy"), "--style-strength", "-5"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "style strength -5.0 is outside [0, 2]" in lines[0], proc.stderr
+    assert not list(tmp_path.glob("o.*"))
+
+
+@pytest.mark.parametrize("case", ["folder-named-npy", "parent-is-a-file", "several-into-a-file", "name-too-long"])
+def test_bad_output_paths_are_one_line(wav_file, tmp_path, case):
+    inputs = [wav_file(0.5, "a.wav")]
+    (tmp_path / "taken.npy").mkdir()
+    (tmp_path / "plain").write_text("a file")
+    out = {"folder-named-npy": tmp_path / "taken.npy", "parent-is-a-file": tmp_path / "plain" / "o.npy",
+           "several-into-a-file": tmp_path / "plain", "name-too-long": tmp_path / ("x" * 300 + ".npy")}[case]
+    if case == "several-into-a-file":
+        inputs.append(wav_file(0.5, "b.wav", seed=2))
+    before = _tree(tmp_path)
+    line = _one_error_line(run("animate", *inputs, "-m", "tiny", "-o", out, "-q"))
+    assert {"folder-named-npy": "is a folder", "parent-is-a-file": "plain is a file, not a folder",
+            "several-into-a-file": "-o must be a folder", "name-too-long": "File name too long"}[case] in line
+    assert _tree(tmp_path) == before

@@ -411,19 +411,19 @@ def test_identity_codes_match_the_released_encoder(converted):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def _released_masks(t, s, heads=4):
-    from ptalker_cli.model.decoder import alignment_mask, biased_causal_bias
-
-    return biased_causal_bias(heads, t, t, PERIOD), alignment_mask(t, s, 2)
-
-
 def test_teacher_forced_decoder_matches_released(converted):
+    """The decoder over 2.5 periods (63 frames at period 25): the ALiBi penalty takes its 0-, 1- and 2-period
+    steps and the PPE wraps around twice. Both masks are built the released way, not by our code: the
+    self-attention bias is the released model's own ``init_biased_mask`` table (600 × 600, sliced as
+    ``_decode`` slices it) and the memory mask is the released ``enc_dec_mask("BIWI", …)`` loop."""
     released, _, _, model, _ = converted
     torch.manual_seed(1)
-    t = 7
+    t = int(2.5 * PERIOD) + 1
     x = torch.randn(1, t, D)
     memory = torch.randn(1, 2 * t, D)
-    tgt_mask, mem_mask = _released_masks(t, 2 * t)
+    tgt_mask = released.biased_mask[:, :t, :t].clone()
+    mem_mask = enc_dec_mask("BIWI", t, 2 * t)
+    assert tgt_mask[0, t - 1, 0] == -0.5 and tgt_mask[3, t - 1, t - 1 - PERIOD] == -0.00390625  # 2 and 1 steps
     with torch.no_grad():
         expected = released.transformer_decoder(released.PPE(x), memory, tgt_mask=tgt_mask, memory_mask=mem_mask)
         got = model.decoder(x, memory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,32 @@ def test_unknown_format(tmp_path, topo):
     with pytest.raises(PtalkerError) as ei:
         write_motion(_motion(topo), topo, tmp_path / "x.npy", "fbx")
     _one_line(ei.value)
+
+
+@pytest.mark.parametrize("case,fmt", [(c, f) for c in ("folder-as-file", "file-as-parent", "name-too-long")
+                                      for f in ("npy", "glb", "obj")
+                                      if (c, f) != ("folder-as-file", "obj")])  # an OBJ sequence is a folder
+def test_unwritable_target_is_one_line_and_writes_nothing(tmp_path, topo, case, fmt):
+    """Targets the file system refuses give one PtalkerError line (no OSError traceback) before anything is
+    written: an existing folder where a file goes, a file where a parent folder should be, a name longer
+    than the file system allows."""
+    (tmp_path / "taken.npy").mkdir()
+    (tmp_path / "plain").write_text("a file")
+    out = {"folder-as-file": tmp_path / "taken.npy",
+           "file-as-parent": tmp_path / "plain" / "m.npy",
+           "name-too-long": tmp_path / ("x" * 300 + ".npy")}[case]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(PtalkerError) as ei:
+        write_motion(_motion(topo, frames=2), topo, out, fmt, force=True)
+    _one_line(ei.value)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder nobody can create files in)")
+@pytest.mark.parametrize("fmt", ["npy", "obj"])
+def test_write_refused_by_the_file_system_is_one_line(topo, fmt):
+    """An OSError while writing (here: creating the temporary file in /proc, refused even to root)."""
+    with pytest.raises(PtalkerError) as ei:
+        write_motion(_motion(topo, frames=2), topo, Path("/proc") / f"ptalker-test.{fmt}", fmt)
+    _one_line(ei.value)
+    assert str(ei.value).startswith("could not write /proc/ptalker-test")  # fileio.write_errors

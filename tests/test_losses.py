@@ -629,3 +629,57 @@ def test_autocast_bfloat16_inputs_computed_in_float32():
     for x, y in zip(got, want):
         assert x.dtype == torch.float32
         torch.testing.assert_close(x, y)
+
+
+# ----------------------------------------------------------------------- documented weights
+def _doc_value(text: str):
+    text = text.strip().strip("`")
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _preset_values():
+    import dataclasses
+
+    from ptalker_cli.config import LossConfig, released_loss_config
+
+    return dataclasses.asdict(LossConfig()), dataclasses.asdict(released_loss_config())
+
+
+def test_docs_model_loss_table_lists_both_presets():
+    """docs/model.md's Losses table: every LossConfig field once, with the default and released values."""
+    from pathlib import Path
+
+    default, released = _preset_values()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text()
+    section = text.split("## Losses", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1].startswith("`") and cells[1].strip("`") in default:
+            field = cells[1].strip("`")
+            assert field not in rows, f"{field} listed twice"
+            rows[field] = (_doc_value(cells[3]), _doc_value(cells[4]))
+    assert sorted(rows) == sorted(default), "fields missing from or unknown to the docs/model.md table"
+    for field, (doc_default, doc_released) in rows.items():
+        assert (doc_default, doc_released) == (default[field], released[field]), field
+
+
+def test_loss_config_docstring_lists_both_presets():
+    from ptalker_cli.config import LossConfig
+
+    default, released = _preset_values()
+    block = LossConfig.__doc__.split("field       default  released", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in block.strip().splitlines():
+        field, doc_default, doc_released = line.split()
+        rows[field] = (_doc_value(doc_default), _doc_value(doc_released))
+    weights = [f for f in default if f not in ("orth_form", "grl_alpha", "info_temperature", "kl_eps")
+               and not (f.startswith("topk_"))]
+    assert sorted(rows) == sorted(weights)
+    for field, values in rows.items():
+        assert values == (default[field], released[field]), field
+    hyper = [f for f in default if f not in weights]
+    assert {f: default[f] for f in hyper} == {f: released[f] for f in hyper}  # "the same in both"

@@ -3,6 +3,7 @@
 The resume-after-SIGKILL and DDP tests are in tests/test_train_processes.py.
 """
 
+import dataclasses
 import json
 import math
 
@@ -204,6 +205,67 @@ def test_stage_one_freezes_style_encoders_and_stage_two_unfreezes(dataset, tmp_p
     assert cnn and all(not p.requires_grad and p.grad is None for p in cnn)
     t.optimizer_step()
     assert any(not torch.equal(p, before[n]) for n, p in style_trainable)
+
+
+def test_paper_presets_train_in_two_stages_by_default(tmp_path):
+    """biwi and vocaset: stage 1 = the first half of the epochs unless stage1_epochs is given; other presets
+    one stage. Resolved when the options are built, so train_config.json and --resume keep the value."""
+    from ptalker_cli.train.config import TWO_STAGE_PRESETS
+
+    assert TWO_STAGE_PRESETS == ("biwi", "vocaset")
+    for name in TWO_STAGE_PRESETS:
+        assert TrainConfig(data="d", preset=name).stage1_epochs == 50  # epochs 100
+        assert TrainConfig(data="d", preset=name, epochs=7).stage1_epochs == 3
+        assert TrainConfig(data="d", preset=name, stage1_epochs=0).stage1_epochs == 0  # one stage, explicitly
+    for name in ("tiny", "faceformer", "synthtalk"):
+        assert TrainConfig(data="d", preset=name).stage1_epochs == 0
+    assert build_config({"data": "d", "preset": "vocaset", "epochs": 9}).stage1_epochs == 4
+    assert build_config({"data": "d", "preset": "biwi"}, parse_assignments(["stage1_epochs=5"])).stage1_epochs == 5
+
+    import typer
+    from typer.testing import CliRunner
+
+    from ptalker_cli.cli.train_cmd import train as train_cmd
+
+    app = typer.Typer()
+    app.command()(train_cmd)
+    for extra, expected in (([], 50), (["--epochs", "30"], 15), (["--set", "stage1_epochs=0"], 0),
+                            (["--stage1-epochs", "2"], 2), (["--preset", "tiny"], 0)):
+        res = CliRunner().invoke(app, ["--data", "d", "--preset", "vocaset", *extra, "--print-config"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["stage1_epochs"] == expected, extra
+
+
+def test_default_two_stage_run_freezes_the_style_encoders(dataset, tmp_path, one_thread):
+    """A biwi-preset run (its sizes and speech encoders shrunk, the preset's schedule untouched) with 2 epochs
+    and no stage1_epochs: epoch 0 is stage 1 (style encoders unchanged, the rest trains), epoch 1 stage 2."""
+    from ptalker_cli.config import tiny_speech_encoder
+    from ptalker_cli.train.trainer import Trainer, style_parameters
+
+    small = {"feature_dim": 16, "decoder_layers": 1, "decoder_ffn_dim": 32, "motion_encoder_layers": 1,
+             "motion_conv_layers": 1, "audio_style_hidden": 16, "club_hidden": 16,
+             "audio_content": dataclasses.asdict(tiny_speech_encoder("hubert")),
+             "audio_style": [dataclasses.asdict(tiny_speech_encoder("wav2vec2"))] * 2}
+    cfg = TrainConfig(data=str(dataset), out=str(tmp_path / "run"), preset="biwi", model=small, epochs=2,
+                      max_steps=4, tensorboard=False, progress=False, seed=0, val_split="none").validate()
+    assert cfg.stage1_epochs == 1
+    t = Trainer(cfg, quiet=True)
+    t.setup()
+    assert t.batches_per_epoch == 4  # so max_steps=4 stops at the end of epoch 0, the last epoch of stage 1
+    m = t.model
+    style = {n: p.detach().clone() for n, p in style_parameters(m) if n in t.trainable}
+    assert {n.split(".")[0] for n in style} == {"audio_style", "style_motion", "identity"}
+    others = {n: p.detach().clone() for n, p in m.named_parameters() if n in t.trainable and n not in style}
+    t.fit()
+    params = dict(m.named_parameters())
+    assert [n for n, v in style.items() if not torch.equal(params[n], v)] == [], "stage 1 changed style encoders"
+    assert sum(not torch.equal(params[n], v) for n, v in others.items()) >= 0.9 * len(others)
+    # epoch 1 (stage 2, resumed from the checkpoint): the style encoders train
+    t2 = Trainer(cfg.replace(max_steps=8), resume=True, quiet=True)
+    t2.fit()
+    params = dict(t2.model.named_parameters())
+    assert sum(not torch.equal(params[n], v) for n, v in style.items()) >= 0.9 * len(style)
+    assert [r["stage"] for r in read_metrics(tmp_path / "run", "step")] == [1] * 4 + [2] * 4
 
 
 def test_two_stage_run_logs_both_stages(dataset, tmp_path, one_thread):

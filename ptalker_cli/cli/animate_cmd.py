@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -14,13 +15,23 @@ from ..config import DEFAULT_MODEL
 from .common import console, error, print_json, progress
 
 FORMATS = ("npy", "obj", "ply", "glb", "mp4")
+FOLDER_FORMATS = ("obj", "ply")  # a folder of frames: -o names the folder itself
 
 
-def _output_for(out: Path, audio: Path, fmt: str | None, many: bool) -> tuple[Path, str | None]:
-    if not many:
+def _output_for(out: Path, audio: Path, fmt: str | None, many: bool, folder: bool) -> tuple[Path, str | None]:
+    """Where one input's output goes (docs/inference.md, "Output names").
+
+    One input: ``-o`` as given, except that a folder (an existing one, or a name ending in ``/``)
+    with a file format (npy, glb, mp4, all) receives ``<input stem>.<format>``. Several inputs: ``-o``
+    is a folder that receives ``<stem>.<format>`` for file formats (npy by default), ``<stem>/`` for an
+    OBJ or PLY sequence, and for ``all`` the base name ``<stem>`` (``<stem>.npy``, ``<stem>_obj/``, …).
+    """
+    if not many and (fmt is None or fmt in FOLDER_FORMATS or not folder):
         return out, fmt
     fmt = fmt or "npy"
-    return (out / audio.stem if fmt in ("obj", "ply") else out / f"{audio.stem}.{fmt}"), fmt
+    if fmt in FOLDER_FORMATS or fmt == "all":
+        return out / audio.stem, fmt
+    return out / f"{audio.stem}.{fmt}", fmt
 
 
 def _interrupted_note(results: list, total: int) -> str:
@@ -30,8 +41,9 @@ def _interrupted_note(results: list, total: int) -> str:
 
 def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
-                                "sequence); with several inputs, a folder that gets one output per input."),
+    output_arg: str = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
+                                   "sequence, or a folder that gets INPUT_NAME.FORMAT); with several inputs, a "
+                                   "folder that gets one output per input.", show_default=False),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
@@ -41,7 +53,8 @@ def animate(
                                         "audio sounds like (models with a speaker head)."),
     style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the motion style from a "
                                               "reference motion (.npy)."),
-    style_strength: float = typer.Option(1.0, "--style-strength", help="Scale of the personal style."),
+    style_strength: float = typer.Option(1.0, "--style-strength", help="Scale of the personal style (s_p and "
+                                         "s_m), from 0 (audio style only) through 1 (the learned style) to 2."),
     template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
                                            "with the model's vertex count."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
@@ -54,11 +67,19 @@ def animate(
     """Animate a face from speech."""
     from ..export import detect_format, write_motion
     from ..inference import Animator, load_model
+    from ..model.ptalker import check_style_strength
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
+    check_style_strength(style_strength)
+    output = Path(output_arg)
+    try:
+        is_dir, exists = output.is_dir(), output.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
+    folder = is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
     many = len(audio) > 1
-    if many and output.suffix:
+    if many and (output.suffix or (exists and not is_dir)):
         raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
     animator = Animator(load_model(model, device))
     results, failed = [], 0
@@ -72,7 +93,7 @@ def animate(
             try:
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
-                out, out_fmt = _output_for(output, path, fmt, many)
+                out, out_fmt = _output_for(output, path, fmt, many, folder)
                 topo = animator.template_for(res.subject or None, template)
                 video = (out_fmt or detect_format(out)) in ("mp4", "all")
                 written = write_motion(res.motion, topo, out, out_fmt, force=force,

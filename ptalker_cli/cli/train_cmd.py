@@ -46,7 +46,9 @@ def train(
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto (bf16 on CUDA where supported, "
                                       "else fp16; off on CPU), bf16, fp16, off.", show_default=False),
     stage1_epochs: Optional[int] = typer.Option(None, "--stage1-epochs", help="Epochs with the style encoders "
-                                                "frozen (the paper's stage 1). [default: 0]", show_default=False),
+                                                "frozen (the paper's stage 1); 0 = one stage. [default: half of "
+                                                "--epochs for the biwi and vocaset presets, else 0]",
+                                                show_default=False),
     scheduled_sampling: Optional[str] = typer.Option(None, "--scheduled-sampling", help="off, linear or "
                                                      "inverse_sigmoid: teacher forcing decays to 0 (free-running) "
                                                      "at --ss-end-epoch.", show_default=False),

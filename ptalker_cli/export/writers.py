@@ -46,6 +46,18 @@ def _check_new(path: Path, force: bool) -> None:
     raise PtalkerError(f"{path} already exists; use --force to overwrite it")
 
 
+def _check_target(path: Path, folder: bool) -> None:
+    """One line, before anything is written, when ``path`` cannot be created: an existing folder where a
+    file goes, or a file where a parent folder should be."""
+    if path.is_dir() and not folder:
+        raise PtalkerError(f"{path} is a folder; give a file name for this output")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PtalkerError(f"could not write {path}: {parent} is a file, not a folder")
+            break
+
+
 def _frame_name(k: int, total: int, ext: str) -> str:
     width = max(5, len(str(max(total - 1, 0))))
     return f"frame_{k:0{width}d}.{ext}"
@@ -164,8 +176,12 @@ def write_motion(
         raise MotionError(f"expected a Motion, got {type(motion).__name__}")
     motion.validate(topology.num_vertices, source="motion")
     targets = _targets(out, fmt)
-    for path in targets.values():
-        _check_new(path, force)
+    for name, path in targets.items():
+        try:
+            _check_target(path, folder=name in ("obj", "ply"))
+            _check_new(path, force)
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise PtalkerError(f"could not write {path}: {exc.strerror or exc}") from None
     if render_options and "mp4" not in targets:
         raise PtalkerError(f"render options ({', '.join(render_options)}) only apply to mp4 output")
     writers: dict[str, Callable[..., list[Path]]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LossConfig, ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, PtalkerError
 from ..mesh import Topology
 from . import losses as L
 from .audio_encoders import AudioStyleEncoder, SpeechEncoder, build_speech_model
@@ -51,6 +52,26 @@ class ForwardOutput:
     adv_logits: list[Tensor] = field(default_factory=list)
 
 
+#: Allowed ``StyleSpec.strength``. Training only ever adds the personal style parts s_p and s_m at
+#: scale 1, or 0 (identity_dropout / motion_dropout), so [0, 1] interpolates between what the model
+#: saw; up to 2 exaggerates the style. Beyond that the style code is extrapolated far outside training,
+#: and a negative strength inverts the personal style: neither means anything.
+STYLE_STRENGTH_RANGE = (0.0, 2.0)
+
+
+def check_style_strength(value: float) -> float:
+    """``value`` as a float when it lies in :data:`STYLE_STRENGTH_RANGE`, else a one-line :class:`PtalkerError`."""
+    lo, hi = STYLE_STRENGTH_RANGE
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not lo <= x <= hi:  # NaN fails too
+        raise PtalkerError(f"style strength {value} is outside [{lo:g}, {hi:g}]: 0 keeps only the audio style, "
+                           f"1 is the learned style, {hi:g} exaggerates it")
+    return x
+
+
 @dataclass
 class StyleSpec:
     """How to style a generation.
@@ -58,7 +79,8 @@ class StyleSpec:
     ``subject_weights`` (B, N): a one-hot (seen subject), a blend over training
     subjects, or None / zeros (unseen subject: style from audio alone).
     ``reference_style`` (B, d): a motion style code from a reference motion.
-    ``strength`` scales the personal parts (s_p and s_m) of the style code.
+    ``strength`` scales the personal parts (s_p and s_m) of the style code, within
+    :data:`STYLE_STRENGTH_RANGE` (checked here).
     ``reference_motion`` (B, T, V, 3): the reference motion itself (absolute vertices); only
     ``inference_form="released"`` uses it (its first frame starts the decoder, spec §3.3).
     """
@@ -67,6 +89,9 @@ class StyleSpec:
     reference_style: Tensor | None = None
     strength: float = 1.0
     reference_motion: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.strength = check_style_strength(self.strength)
 
 
 def shift_right(disp: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ A TOML file uses the same names, with ``[model]`` and ``[loss]`` tables::
     preset = "biwi"
     epochs = 200
     lr = 3e-4
-    stage1_epochs = 50
+    stage1_epochs = 50  # the paper presets' default is half of epochs (here 100)
     scheduled_sampling = "linear"
 
     [model]
@@ -39,6 +39,15 @@ SCHEDULES = ("off", "linear", "inverse_sigmoid")
 LR_SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SELECT_METRICS = ("objective", "rec", "lve")
+#: Presets that train in the paper's two stages unless ``stage1_epochs`` is given (spec §2.5).
+TWO_STAGE_PRESETS = ("biwi", "vocaset")
+
+
+def default_stage1_epochs(preset: str, epochs: int) -> int:
+    """Stage-1 length when ``stage1_epochs`` is not given: the first half of the run for the paper presets
+    (the paper trains in two stages but gives no stage lengths, spec §2.5; the even split is ours), 0 (one
+    stage) for the others."""
+    return epochs // 2 if preset in TWO_STAGE_PRESETS else 0
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0 = no clipping; the released code does not clip)
     amp: str = "auto"  # auto (bf16 on CUDA where supported, else fp16 + GradScaler; off on CPU) | bf16 | fp16 | off
     # --- paper schedule -------------------------------------------------------
-    stage1_epochs: int = 0  # epochs with the style encoders E_a^s, E_m^s, E_p^s frozen (0 = no stage 1)
+    # epochs with the style encoders E_a^s, E_m^s, E_p^s frozen (0 = no stage 1); None: the preset's default,
+    # resolved on construction (default_stage1_epochs: epochs // 2 for biwi and vocaset, else 0)
+    stage1_epochs: int | None = None
     scheduled_sampling: str = "off"  # off | linear | inverse_sigmoid
     ss_start_epoch: float = 0.0  # teacher-forcing probability is 1 until here ...
     ss_end_epoch: float = 100.0  # ... and exactly 0 (free-running inputs) from here on
@@ -99,6 +110,10 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     threads: int = 0  # torch CPU threads per process (0 = torch's default)
     find_unused_parameters: bool = True  # DDP: needed when a loss term or component is switched off
+
+    def __post_init__(self) -> None:
+        if self.stage1_epochs is None:
+            object.__setattr__(self, "stage1_epochs", default_stage1_epochs(self.preset, self.epochs))
 
     # ------------------------------------------------------------------ helpers
     def replace(self, **changes: Any) -> "TrainConfig":
