@@ -35,7 +35,8 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -175,7 +176,7 @@ def main() -> None:
                     help="corpus for the PCA plot (default --data); its first 8 training and 4 unseen speakers")
     ap.add_argument("--scatter", type=Path, default=None,
                     help="PNG: predicted vs true audible style parameters of the unseen speakers")
-    ap.add_argument("--real-speech", type=Path, default=Path(__file__).resolve().parent.parent / "tests" / "data" / "arctic")
+    ap.add_argument("--real-speech", type=Path, default=ROOT / "tests" / "data" / "arctic")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")

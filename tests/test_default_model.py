@@ -1,6 +1,5 @@
 """The embedded default model: it ships, loads offline, animates, and its mouth follows real speech."""
 
-import json
 from pathlib import Path
 
 import numpy as np
