@@ -3,11 +3,11 @@
 Usage:
   python benchmarks/default_model_quality.py --model weights/synthtalk --data STYLE_CORPUS \
       [--plot docs/images/style_codes_pca.png --plot-data SYNTHTALK_DIR] \
-      [--scatter docs/images/style_recovery_unseen.png] [--real-speech /usr/share/sounds/alsa] [--json out.json]
+      [--scatter docs/images/style_recovery_unseen.png] [--real-speech tests/data/arctic] [--json out.json]
 
 STYLE_CORPUS: a SynthTalk corpus with the model's training speakers and many more
 (speakers are deterministic by seed and index), e.g. for the default model
-``ptalker data synth DIR --speakers 66 --sentences 8 --unseen 36 --seed 0``.
+``ptalker data synth DIR --tts festival --speakers 66 --sentences 8 --unseen 36 --seed 0``.
 
 1. Style. The audio style code s_a of every utterance of every speaker is computed.
    A ridge regression from s_a to the speakers' known style parameters (from the
@@ -21,8 +21,8 @@ STYLE_CORPUS: a SynthTalk corpus with the model's training speakers and many mor
    style equals the nearest by true style, and how far the picked speaker's true style
    is from the held-out speaker's against a random pick. A PCA plot of the utterance
    codes, one colour per speaker, and a predicted-vs-true scatter plot are PNGs.
-2. Real speech. The recordings (e.g. the ALSA test voice in /usr/share/sounds/alsa,
-   GPL-2, installed with alsa-utils) are joined with pauses and animated; the mouth
+2. Real speech. The recordings (by default the two CMU ARCTIC sentences shipped in
+   tests/data/arctic, see PROVENANCE.md there) are joined with pauses and animated; the mouth
    opening is correlated with the speech envelope, and its mean in pauses is compared
    with its mean in speech.
 """
@@ -35,7 +35,8 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -175,7 +176,7 @@ def main() -> None:
                     help="corpus for the PCA plot (default --data); its first 8 training and 4 unseen speakers")
     ap.add_argument("--scatter", type=Path, default=None,
                     help="PNG: predicted vs true audible style parameters of the unseen speakers")
-    ap.add_argument("--real-speech", type=Path, default=Path("/usr/share/sounds/alsa"))
+    ap.add_argument("--real-speech", type=Path, default=ROOT / "tests" / "data" / "arctic")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")

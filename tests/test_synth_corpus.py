@@ -1,48 +1,89 @@
-"""SynthTalk end to end: Festival TTS (external program), a tiny corpus that passes
-check_dataset, closure/silence on the generated meshes, determinism by seed, the CLI.
+"""SynthTalk end to end: the TTS engines, a tiny corpus that passes check_dataset,
+closure/silence on the generated meshes, determinism by seed, the CLI.
 
-These tests need the Festival packages listed in .ci/apt-packages.txt
-(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts). When they are missing
-the tests FAIL with that message; they never skip.
+eSpeak NG comes with the ``test`` extra (``pip install ".[test]"`` installs espeakng-loader),
+so these tests run everywhere and FAIL, with the install hint, when it is missing. The same
+corpus tests run on Festival too where it is installed (``system("festival")``: skipped
+elsewhere, a failure under PTALKER_REQUIRE_SYSTEM_TESTS=1).
 """
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from ptalker_cli.data import DatasetLayout, Manifest, check_dataset
-from ptalker_cli.data.synth import generate_corpus
+from ptalker_cli.data.synth import engines, espeak, generate_corpus
+from ptalker_cli.data.synth.espeak import ACCENTS, EspeakVoice, phones_from_events
+from ptalker_cli.data.synth.espeak_phones import arpabet
 from ptalker_cli.data.synth.head import LOWER_LIP_VERTEX, UPPER_LIP_VERTEX
-from ptalker_cli.data.synth.tts import APT_PACKAGES, TTSError, Voice, check_tools, synthesize
+from ptalker_cli.data.synth.tts import TTSError, Voice, synthesize
+from ptalker_cli.data.synth.visemes import PHONE_RULES
 
 TINY = dict(speakers=2, sentences=2, fps=25.0, seed=4)
+ENGINES = ["espeak", pytest.param("festival", marks=pytest.mark.system("festival"))]
+PANGRAMS = [
+    "The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs.",
+    "Sphinx of black quartz, judge my vow!", "How vexingly quick daft zebras jump.",
+    "The five boxing wizards jump quickly.", "Jackdaws love my big sphinx of quartz.",
+    "Uh-oh, the button on the bottle of measure's vision was torn; are you sure, Sir?",
+    "Our poor fire hour near the loch: a beautiful, leisurely thought, yet her wool gear was there.",
+    # and sentences that reach the rarer mnemonics (glides, r-coloured and reduced vowels, short pauses)
+    "A pot of tea helps to pass the evening.",
+    "Which boyish nationality cheered the typewriting theatre, real or Israel?",
+    "The father's bath in Germany, my dear idea.", "The two met while playing on the sand.",
+    "Help the woman get back to her feet.", "Four hours of steady work faced us.",
+    "He sang a chanson en route with the ensemble, then a waltz.", "Hmm, Lloyd's allele: bottle, little, awl.",
+]
 
 
 @pytest.fixture(scope="session")
-def festival():
-    """Fail (not skip) with an install hint when the TTS tools are missing."""
-    try:
-        check_tools()
-    except TTSError as exc:
-        pytest.fail(f"SynthTalk tests need the Festival TTS tools: {exc} "
-                    f"(CI installs them from .ci/apt-packages.txt: {' '.join(APT_PACKAGES)})", pytrace=False)
+def espeak_ng():
+    """Fail (not skip) with the install hint when eSpeak NG is missing: the test extra installs it."""
+    reason = espeak.missing()
+    if reason:
+        pytest.fail(f"SynthTalk tests need eSpeak NG (pip install '.[test]' installs it): {reason}", pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def corpus(festival, tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthtalk") / "corpus"
-    summary = generate_corpus(root, workers=2, **TINY)
-    return root, summary
+@pytest.fixture(scope="module", params=ENGINES)
+def corpus(request, tmp_path_factory):
+    engine = request.param
+    if engine == "espeak":
+        request.getfixturevalue("espeak_ng")
+    root = tmp_path_factory.mktemp(f"synthtalk-{engine}") / "corpus"
+    summary = generate_corpus(root, workers=2, tts=engine, **TINY)
+    return engine, root, summary
 
 
-def test_missing_festival_is_a_clear_error(monkeypatch):
+# ------------------------------------------------------------------------- engine choice
+
+
+def test_missing_engines_are_a_clear_error(monkeypatch, tmp_path):
     import ptalker_cli.data.synth.tts as tts
 
     monkeypatch.setattr(tts.shutil, "which", lambda name: None)
     with pytest.raises(TTSError, match="apt-get install festival"):
         tts.check_tools()
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # import fails as if not installed
+    assert 'pip install "ptalker[tts]"' in espeak.missing()
+    with pytest.raises(TTSError, match=r'no text-to-speech engine.*pip install "ptalker\[tts\]".*apt-get install '
+                                       r"festival"):
+        engines.resolve_engine("auto")
+    with pytest.raises(TTSError, match="pip install"):
+        generate_corpus(tmp_path / "out", speakers=1, sentences=1, tts="espeak")
+    assert not (tmp_path / "out").exists()  # stopped before writing anything
+    with pytest.raises(TTSError, match="unknown text-to-speech engine 'mbrola'"):
+        engines.resolve_engine("mbrola")
+
+
+def test_auto_prefers_espeak_and_voices_belong_to_their_engine(espeak_ng):
+    assert engines.resolve_engine("auto") == "espeak" and engines.resolve_engine("festival") == "festival"
+    assert engines.voice_engine("kal") == "festival" and engines.voice_engine("en-gb-x-rp+f3") == "espeak"
+    assert engines.voice_engine("en-us+zz") is None
+    with pytest.raises(TTSError, match="'kal' is not a voice of the espeak engine"):
+        engines.check_voices("espeak", ["en-us+m1", "kal"])
 
 
 def test_voice_parameters_are_validated():
@@ -50,9 +91,84 @@ def test_voice_parameters_are_validated():
         Voice("nope")
     with pytest.raises(TTSError):
         Voice("kal", rate=5.0)
+    for bad in (dict(key="fr+m1"), dict(key="en-us+zz"), dict(key="en-us+"), dict(key="en-us", pitch=120),
+                dict(key="en-us", rate=3.0, tract=0.8)):  # 656 words per minute: beyond eSpeak's 450
+        with pytest.raises(TTSError):
+            EspeakVoice(**bad)
+    v = EspeakVoice("en-us+m3", rate=1.1, tract=1.05)
+    assert v.accent == "en-us" and v.words_per_minute == 183 and v.to_json()["espeak_voice"] == "en-us+m3"
 
 
-def test_festival_gives_timings_that_cover_the_audio(festival):
+# ------------------------------------------------------------------------------- eSpeak NG
+
+
+def test_espeak_gives_timings_that_cover_the_audio(espeak_ng):
+    text = "The birch canoe slid on the smooth planks."
+    slow = espeak.synthesize([text], EspeakVoice("en-us+m3", rate=0.9))[0]
+    fast = espeak.synthesize([text], EspeakVoice("en-us+m3", rate=1.2))[0]
+    for utt in (slow, fast):
+        ph = utt.phones
+        assert utt.sample_rate == 22050 and ph[0].name == "pau" and ph[-1].name == "pau"
+        assert ph[0].start == 0.0 and all(abs(a.end - b.start) < 1e-9 for a, b in zip(ph, ph[1:]))
+        assert all(p.end > p.start for p in ph)
+        assert abs(ph[-1].end - utt.duration) < 1e-9
+        assert [p.name for p in ph if p.name in ("b", "m", "p")] == ["b", "m", "p"]
+        assert all(p.name in PHONE_RULES for p in ph)
+        assert [p.word for p in ph if p.name == "b"] == ["birch"]
+        assert {p.name for p in ph if p.stress} >= {"er", "uw", "ih", "ae"}  # birch canoe slid planks
+        assert utt.tool.startswith("espeak-ng 1.") and utt.tool.endswith("voice en-us+m3")
+        # the bilabial closures are quiet and the vowels loud: the timings are the audio's
+        rms = {p.name: np.sqrt(np.mean(utt.wave[int(p.start * 22050): int(p.end * 22050)] ** 2)) for p in ph}
+        assert rms["ae"] > 3 * rms["p"]
+    assert fast.duration < 0.85 * slow.duration
+    long_tract = espeak.synthesize([text], EspeakVoice("en-us+f2", tract=1.1))[0]
+    assert long_tract.sample_rate == round(22050 * 1.1) and long_tract.phones[-1].end == long_tract.duration
+
+
+def test_every_espeak_phoneme_of_the_pangrams_maps_to_a_viseme_phone(espeak_ng):
+    """Every mnemonic eSpeak emits in every English accent has an entry in the table (no fallback)."""
+    seen = set()
+    for accent in ACCENTS:
+        for text in PANGRAMS:
+            _, _, events = espeak._synth_raw(text, EspeakVoice(accent))
+            for kind, _, name, _, _ in events:
+                if kind == "phoneme":
+                    parts = arpabet(name, accent)
+                    assert parts is not None, (accent, name, text)
+                    assert all(p in PHONE_RULES for p in parts), (accent, name, parts)
+                    seen.add(name.lstrip("',"))
+    assert len(seen) >= 75  # 77 of the table's 80 mnemonics (not A~, O, l#)
+
+
+def test_espeak_phones_from_events():
+    events = [("phoneme", 100, "D", 0, 0), ("word", 200, "", 5, 3), ("phoneme", 200, "k", 0, 0),
+              ("phoneme", 300, "'A@", 0, 0), ("phoneme", 500, "_:", 0, 0), ("phoneme", 600, "_", 0, 0)]
+    ph = phones_from_events(events, 700, 1000.0, "The car", "en-us")
+    assert [(p.name, p.start, p.end, p.stress, p.accented, p.word) for p in ph] == [
+        ("pau", 0.0, 0.1, 0, 0, ""), ("dh", 0.1, 0.2, 0, 0, ""), ("k", 0.2, 0.3, 0, 0, "car"),
+        ("aa", 0.3, 0.43, 1, 1, "car"), ("r", 0.43, 0.5, 0, 0, "car"), ("pau", 0.5, 0.7, 0, 0, "")]
+    assert [p.name for p in phones_from_events(events, 700, 1000.0, "The car", "en-gb-x-rp")][3:5] == ["aa", "pau"]
+
+
+def test_espeak_is_deterministic_whatever_came_before(espeak_ng):
+    """Same text and voice, same samples: after another utterance, and a second later (eSpeak seeds
+    the breath noise of breathy voices such as f2 from the clock)."""
+    import time
+
+    a = EspeakVoice("en-us+f2", pitch=60, pitch_range=70)
+    first = espeak.synthesize(["A pot of tea helps to pass the evening."], a)[0]
+    espeak.synthesize(["Glue the sheet to the dark blue background."], EspeakVoice("en+m8", rate=1.2))
+    time.sleep(1.05)
+    again = espeak.synthesize(["A pot of tea helps to pass the evening."], a)[0]
+    assert np.array_equal(first.wave, again.wave)
+    assert [(p.name, p.start) for p in first.phones] == [(p.name, p.start) for p in again.phones]
+
+
+# -------------------------------------------------------------------------------- Festival
+
+
+@pytest.mark.system("festival")
+def test_festival_gives_timings_that_cover_the_audio():
     text = "The birch canoe slid on the smooth planks."
     slow, fast = synthesize([text, text], Voice("kal", rate=0.9))[0], synthesize([text], Voice("kal", rate=1.2))[0]
     for utt in (slow, fast):
@@ -67,8 +183,11 @@ def test_festival_gives_timings_that_cover_the_audio(festival):
     assert hts.sample_rate > 16000 and "slt" in hts.tool and hts.phones[-1].name == "pau"
 
 
+# ------------------------------------------------------------------------------ the corpus
+
+
 def test_tiny_corpus_passes_check_dataset(corpus):
-    root, summary = corpus
+    engine, root, summary = corpus
     report = check_dataset(root)
     assert report.ok, [(i.kind, i.where, i.message) for i in report.errors]
     assert not report.warnings, [(i.kind, i.message) for i in report.warnings]
@@ -80,10 +199,12 @@ def test_tiny_corpus_passes_check_dataset(corpus):
     assert layout.resolve_split("test-unseen", m) == ["spk02_s002"]
     assert layout.resolve_split("train", m) == ["spk01_s001"]
     synth = m.source["synth"]
+    assert synth["tts"]["engine"] == engine and synth["tts"]["version"]
+    voices = [synth["speakers"][s]["voice"][f"{engine}_voice"] for s in m.subjects]
+    assert voices == (["en-us+m3", "en-us+f2"] if engine == "espeak" else ["kal_diphone", "ked_diphone"])
     for s in m.subjects:
         style = synth["speaker_styles"][s]
         assert set(style) >= {"amplitude", "protrusion", "smoothness", "asymmetry", "timing_offset_ms", "brow_activity"}
-        assert synth["speakers"][s]["voice"]["festival_voice"]
         assert len(synth["speakers"][s]["identity"]) == 12
     assert synth["sentences"]["s001"] == "The birch canoe slid on the smooth planks."
     assert summary.sequences == 4 and summary.split_sizes["test-unseen"] == 1
@@ -95,18 +216,19 @@ def test_tiny_corpus_passes_check_dataset(corpus):
 
 
 def test_generated_sequences_close_on_bilabials_and_rest_in_silence(corpus):
-    root, _ = corpus
+    engine, root, _ = corpus
     layout = DatasetLayout(root)
     m = Manifest.load(root)
     shapes = m.source["synth"]["blendshapes"]
     n_bilabials = 0
     for name in layout.sequence_names():
         rec = json.loads((root / "synth" / "sequences" / f"{name}.json").read_text())
-        assert rec["tool"].startswith("festival ")
+        assert rec["tool"].startswith({"espeak": "espeak-ng ", "festival": "festival "}[engine])
         verts = np.load(layout.vertices_path(name))
         wave, sr = sf.read(layout.wav_path(name))
         assert sr == 16000 and verts.dtype == np.float32
         assert abs(len(verts) / m.fps - len(wave) / sr) < 1.0 / m.fps
+        assert rec["phones"][0][1] == 0.0 and abs(rec["phones"][-1][2] - len(wave) / sr) < 1e-3
         gap = verts[:, UPPER_LIP_VERTEX, 1] - verts[:, LOWER_LIP_VERTEX, 1]
         # silence at both ends: quiet audio, closed lips
         n = int(0.1 * sr)
@@ -136,7 +258,7 @@ def test_same_seed_gives_identical_files_and_the_cli_works(corpus, tmp_path):
 
     from ptalker_cli.cli.synth_cmd import synth
 
-    root, _ = corpus
+    engine, root, _ = corpus
     app = typer.Typer()
 
     @app.callback()
@@ -145,7 +267,8 @@ def test_same_seed_gives_identical_files_and_the_cli_works(corpus, tmp_path):
 
     app.command("synth")(synth)
     out = tmp_path / "again"
-    args = ["synth", str(out), "--speakers", "2", "--sentences", "2", "--fps", "25", "--seed", "4", "-j", "1", "-q"]
+    args = ["synth", str(out), "--speakers", "2", "--sentences", "2", "--fps", "25", "--seed", "4", "-j", "1", "-q",
+            "--tts", engine]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())

@@ -24,9 +24,12 @@ def synth(
         None, "--unseen", help="Speakers held out of training (the last K; default about a fifth, at least 1)."),
     force: bool = typer.Option(False, "--force", help="Replace a corpus already in OUT_DIR."),
     workers: int = typer.Option(2, "--workers", "-j", help="Parallel processes (one speaker each)."),
+    tts: str = typer.Option(
+        "auto", "--tts", help='Speech engine: espeak (pip install "ptalker[tts]"), festival (apt-get), '
+        "or auto (espeak when installed, else festival)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Synthesise a speech + 4D face corpus with known speaking styles (Festival TTS, ICT-FaceKit head)."""
+    """Synthesise a speech + 4D face corpus with known speaking styles (eSpeak NG or Festival, ICT-FaceKit head)."""
     from ..data.synth.generator import generate_corpus
     from .common import progress as make_progress
 
@@ -38,7 +41,7 @@ def synth(
                        description=f"synthesising speakers ({name} done)" if name else "synthesising speakers")
 
         summary = generate_corpus(out_dir, speakers=speakers, sentences=sentences, fps=fps, seed=seed,
-                                  progress=report, unseen=unseen, force=force, workers=workers)
+                                  progress=report, unseen=unseen, force=force, workers=workers, tts=tts)
     out = Console()
     table = Table(title=f"SynthTalk corpus {summary.root}")
     table.add_column("item")

@@ -1,7 +1,7 @@
 """SynthTalk: a synthetic audio + 4D face corpus with known speaking styles.
 
 ``ptalker data synth OUT_DIR`` (:func:`generate_corpus`) speaks the Harvard sentences with
-Festival voices (run as an external program), maps the phone timings to visemes and
+eSpeak NG (installed by pip) or Festival voices (:mod:`.engines`), maps the phone timings to visemes and
 blendshape weight curves with coarticulation, and poses each speaker's own ICT-FaceKit
 face. See docs/synthtalk.md. Heavy imports are lazy.
 """
@@ -9,6 +9,7 @@ face. See docs/synthtalk.md. Heavy imports are lazy.
 from __future__ import annotations
 
 __all__ = [
+    "EspeakVoice",
     "SpeakerStyle",
     "SynthSummary",
     "TTSError",
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "EspeakVoice": "espeak",
     "SpeakerStyle": "style",
     "sample_speaker": "style",
     "SynthSummary": "generator",

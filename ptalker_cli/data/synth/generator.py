@@ -1,8 +1,9 @@
 """Write a SynthTalk corpus in the standard dataset layout (docs/synthtalk.md).
 
 ``generate_corpus(out_dir, speakers=10, sentences=50)`` synthesises every Harvard sentence
-1..M for every speaker with Festival (an external program), turns the phone timings into
-blendshape weight curves (:mod:`.visemes`) on the speaker's own ICT-FaceKit face, and writes::
+1..M for every speaker with a text-to-speech engine (:mod:`.engines`: eSpeak NG from pip, or
+Festival), turns the phone timings into blendshape weight curves (:mod:`.visemes`) on the
+speaker's own ICT-FaceKit face, and writes::
 
     dataset.json                       manifest; source.synth holds styles, voices, face shapes
     wav/<spk>_<sNNN>.wav               16 kHz mono 16-bit speech
@@ -15,7 +16,8 @@ blendshape weight curves (:mod:`.visemes`) on the speaker's own ICT-FaceKit face
 
 Everything is a function of the seed: speaker ``i`` (voice, style, face) is drawn from
 ``[seed, 1, i]`` and sequence (i, j) (padding, blinks, brows) from ``[seed, 2, i, j]``;
-Festival is deterministic, so the same seed gives identical files.
+both engines are deterministic (eSpeak NG per utterance, see :mod:`.espeak`), so the same
+seed and engine give identical files.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ import soxr
 from ...fileio import atomic_path, atomic_write_text
 from ...interrupts import worker_pool
 from ..layout import DatasetError, DatasetLayout, Manifest, SplitRule
+from .engines import check_voices, default_voices, describe, resolve_engine, synthesize
 from .head import load_head
 from .style import STYLE_RANGES, Speaker, sample_speaker
-from .tts import VOICES, Phone, check_tools, festival_version, synthesize
+from .tts import Phone
 from .visemes import SHAPES, mouth_curves, phone_energy, upper_face_curves
 
 GENERATOR_VERSION = 1
@@ -225,6 +228,7 @@ def generate_corpus(
     workers: int = 2,
     voices: Optional[Sequence[str]] = None,
     name: str = "synthtalk",
+    tts: str = "auto",
 ) -> SynthSummary:
     """Generate a SynthTalk corpus into ``out_dir``; see the module docstring.
 
@@ -237,7 +241,10 @@ def generate_corpus(
         unseen: held-out speakers (default: about a fifth, at least 1 when speakers >= 2).
         force: replace a corpus already in ``out_dir`` (only the layout's own files are removed).
         workers: processes synthesising speakers in parallel (1 = in this process).
-        voices: Festival voice keys to cycle through (default ``kal``, ``ked``, ``slt``).
+        voices: voice keys of the engine to cycle through (default: the engine's
+            :func:`.engines.default_voices`; Festival ``kal``, ``ked``, ``slt``).
+        tts: text-to-speech engine, ``auto`` (eSpeak NG if installed, else Festival), ``espeak``
+            or ``festival``.
     """
     t_start = time.perf_counter()
     all_sentences = load_sentences()
@@ -250,11 +257,9 @@ def generate_corpus(
     unseen = default_unseen(speakers) if unseen is None else int(unseen)
     if not 0 <= unseen < speakers:
         raise DatasetError(f"--unseen must be between 0 and {speakers - 1} (at least one training speaker)")
-    voices = tuple(voices or VOICES)
-    for v in voices:
-        if v not in VOICES:
-            raise DatasetError(f"unknown voice '{v}'; use {', '.join(VOICES)}")
-    check_tools(voices)
+    engine = resolve_engine(tts)
+    voices = tuple(voices or default_voices(engine))
+    check_voices(engine, voices)
 
     root = Path(out_dir)
     created = not root.exists()
@@ -339,7 +344,7 @@ def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: i
     synth_info = {
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
-        "tts": {"engine": "festival", "version": festival_version(), "invoked_as": "external program (festival -b)"},
+        "tts": describe(engine),
         "sentence_source": "Harvard sentences (IEEE 1969), ptalker_cli/data/synth/sentences/harvard.txt",
         "sentences": {sentence_id(j): t for j, t in enumerate(texts)},
         "sentence_splits": {k: list(v) for k, v in ranges.items()},

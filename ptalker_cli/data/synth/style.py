@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .espeak import EspeakVoice
 from .tts import VOICES, Voice
 
 #: name -> (low, high, meaning) of the uniform ranges speaker styles are drawn from.
@@ -84,15 +85,15 @@ def _unit(value: float, name: str) -> float:
     return (float(value) - lo) / (hi - lo)
 
 
-def sample_voice(rng: np.random.Generator, key: str, style: "SpeakerStyle | None" = None) -> Voice:
-    """Pitch, intonation range, rate and vocal-tract scale for a voice.
+def sample_voice(rng: np.random.Generator, key: str, style: "SpeakerStyle | None" = None) -> Voice | EspeakVoice:
+    """Pitch, intonation range, rate and vocal-tract scale for a voice (Festival or eSpeak key).
 
     With ``style`` the speaking style is *audible*, as it is in people: a smoother
     speaker talks more slowly (rate from ``smoothness``), protruded lips lengthen the
     vocal tract and lower the formants (tract from ``protrusion``), and a wide-mouthed
-    speaker has a livelier intonation (F0 range from ``amplitude``, diphone voices).
-    Asymmetry, timing offset, brow activity and blinks stay inaudible. Each mapping
-    carries a little independent noise.
+    speaker has a livelier intonation (F0 range from ``amplitude``: Festival's diphone
+    voices and every eSpeak voice). Asymmetry, timing offset, brow activity and blinks
+    stay inaudible. Each mapping carries a little independent noise.
     """
     if style is None:
         rate = float(rng.uniform(0.85, 1.2))
@@ -103,6 +104,9 @@ def sample_voice(rng: np.random.Generator, key: str, style: "SpeakerStyle | None
         tract_u = 1.0 - _unit(style.protrusion, "protrusion") + float(rng.uniform(-0.05, 0.05))
         range_u = _unit(style.amplitude, "amplitude") + float(rng.uniform(-0.05, 0.05))
     tract_u, range_u = min(max(tract_u, 0.0), 1.0), min(max(range_u, 0.0), 1.0)
+    if key not in VOICES:  # eSpeak: pitch and range are its 0-100 settings
+        return EspeakVoice(key, pitch=int(round(rng.uniform(25.0, 75.0))), pitch_range=int(round(20 + 70 * range_u)),
+                           rate=round(rate, 4), tract=round(0.9 + 0.2 * tract_u, 4))
     if VOICES[key][1] == "diphone":
         tract = 0.92 + 0.20 * tract_u
         return Voice(key, f0_mean=round(float(rng.uniform(85.0, 150.0)), 2),
@@ -115,7 +119,8 @@ def sample_speaker(index: int, seed: int, voices: Sequence[str] = tuple(VOICES),
                    identity_modes: int = 12, name: str | None = None) -> Speaker:
     """Speaker ``index`` (0-based) of a corpus generated with ``seed``.
 
-    Voices cycle through ``voices`` (speaker 0 the first voice, ...), so every voice is used.
+    Voices cycle through ``voices`` (speaker 0 the first voice, ...), so every voice is used;
+    Festival keys (``kal``) and eSpeak keys (``en-us+m3``) are both accepted.
     Identity coefficients are N(0, 1) clipped to [-2, 2].
     """
     rng = np.random.default_rng([int(seed), 1, int(index)])

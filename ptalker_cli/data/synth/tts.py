@@ -1,4 +1,8 @@
-"""Offline text-to-speech with exact phoneme timings, through Festival as an external program.
+"""Offline text-to-speech with exact phoneme timings, through Festival as an external program;
+and the types every engine returns (:class:`Phone`, :class:`Utterance`, :class:`TTSError`).
+
+SynthTalk's default engine is eSpeak NG, installed by pip (:mod:`.espeak`); Festival stays
+selectable (``ptalker data synth --tts festival``) where it is installed (:mod:`.engines`).
 
 The corpus generator runs ``festival -b script.scm`` as a subprocess: one process per
 batch of sentences, which writes one WAV per sentence and prints every ``Segment`` of
@@ -26,9 +30,6 @@ recorded at ``tract`` times its sample rate (then resampled to 16 kHz), which sc
 pitch and formants by ``tract`` (a shorter or longer vocal tract: another-sounding
 speaker) and all times by ``1 / tract``. The engine's rate and F0 settings are
 pre-compensated, so ``rate`` and ``f0_mean`` are the final values.
-
-espeak-ng is not used: without MBROLA voices (not in Debian) it cannot report phoneme
-timings from the command line.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -90,6 +91,7 @@ class Voice:
     f0_std: float = 14.0
     rate: float = 1.0
     tract: float = 1.0
+    engine: ClassVar[str] = "festival"
 
     def __post_init__(self) -> None:
         if self.key not in VOICES:
