@@ -59,19 +59,25 @@ def animate(
                                            "with the model's vertex count."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
                                       "(default: from the -o suffix)."),
+    glb_motion: Optional[str] = typer.Option(None, "--glb-motion", help="GLB motion layout: compact (a few "
+                                             "principal shapes + per-frame weights, within 0.1 mm RMS; default) or "
+                                             "per-frame (one morph target per frame: large)."),
+    glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions, 8-bit normal "
+                                      "deltas (KHR_mesh_quantization; about half the size)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Animate a face from speech."""
-    from ..export import detect_format, write_motion
+    from ..export import detect_format, glb_options, write_motion
     from ..inference import Animator, load_model
     from ..model.ptalker import check_style_strength
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
     check_style_strength(style_strength)
+    glb = glb_options(glb_motion, glb_quantize)
     output = Path(output_arg)
     try:
         is_dir, exists = output.is_dir(), output.exists()
@@ -95,9 +101,13 @@ def animate(
                                        style_strength=style_strength, template=template)
                 out, out_fmt = _output_for(output, path, fmt, many, folder)
                 topo = animator.template_for(res.subject or None, template)
-                video = (out_fmt or detect_format(out)) in ("mp4", "all")
+                chosen = out_fmt or detect_format(out)
+                if glb is not None and chosen not in ("glb", "all"):
+                    raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
+                with_audio = chosen in ("mp4", "glb", "all")  # muxed into the MP4, OUT.wav beside a GLB
                 written = write_motion(res.motion, topo, out, out_fmt, force=force,
-                                       **({"audio": path} if video else {}))
+                                       glb=glb if chosen in ("glb", "all") else None,
+                                       **({"audio": path} if with_audio else {}))
                 entry.update(
                     output=[str(p) for p in written],
                     frames=res.motion.num_frames,

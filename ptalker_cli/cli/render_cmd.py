@@ -40,14 +40,20 @@ def render(
     view: Annotated[str, typer.Option("--view", help="Camera: front or side.")] = "front",
     side_by_side: Annotated[Optional[Path], typer.Option("--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right.")] = None,
     heatmap: Annotated[bool, typer.Option("--heatmap", help="Colour the motion by per-vertex distance to the --side-by-side ground truth.")] = False,
+    glb_motion: Annotated[Optional[str], typer.Option(
+        "--glb-motion", help="GLB motion layout: compact (principal shapes + weights, within 0.1 mm RMS; default) "
+        "or per-frame (one morph target per frame).")] = None,
+    glb_quantize: Annotated[bool, typer.Option(
+        "--glb-quantize", help="GLB: 16-bit target positions, 8-bit normal deltas (KHR_mesh_quantization).")] = False,
     renderer: Annotated[str, typer.Option("--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Render a motion to an MP4 with audio (or export it as OBJ/PLY/GLB frames)."""
-    from ..export import detect_format, write_motion
+    from ..export import detect_format, glb_options, write_motion
     from ..motion import Motion
 
+    glb = glb_options(glb_motion, glb_quantize)
     m = Motion.load(motion, fps=None)
     topo = _load_template(template, m.topology, m.meta.get("subject"))
     out = output if output is not None else motion.with_suffix(".mp4")
@@ -57,10 +63,17 @@ def render(
         audio=audio, resolution=resolution, fps=fps, background=background, view=view,
         side_by_side=gt, error_heatmap=heatmap, renderer=renderer,
     )  # fmt: skip
+    if glb is not None and chosen not in ("glb", "all"):
+        raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
     if chosen not in ("mp4", "all"):
-        if audio is not None or gt is not None or heatmap:
-            raise PtalkerError(f"--audio, --side-by-side and --heatmap apply to mp4 output, not {chosen}")
-        video_opts = {}
+        if gt is not None or heatmap:
+            raise PtalkerError(f"--side-by-side and --heatmap apply to mp4 output, not {chosen}")
+        if audio is not None and chosen != "glb":
+            raise PtalkerError(f"--audio applies to mp4 output (muxed) and glb output (OUT.wav beside it), "
+                               f"not {chosen}")
+        video_opts = {"audio": audio} if audio is not None else {}
+    if chosen in ("glb", "all"):
+        video_opts["glb"] = glb
 
     if quiet or chosen not in ("mp4", "all"):
         written = write_motion(m, topo, out, chosen, force, **video_opts)
