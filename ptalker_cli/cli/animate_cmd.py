@@ -62,8 +62,8 @@ def animate(
     glb_motion: Optional[str] = typer.Option(None, "--glb-motion", help="GLB motion layout: compact (a few "
                                              "principal shapes + per-frame weights, within 0.1 mm RMS; default) or "
                                              "per-frame (one morph target per frame: large)."),
-    glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions, 8-bit normal "
-                                      "deltas (KHR_mesh_quantization; about half the size)."),
+    glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions "
+                                      "(KHR_mesh_quantization; about a fifth smaller)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),

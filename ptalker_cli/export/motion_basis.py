@@ -7,14 +7,18 @@ sequence's principal displacements (an SVD of the (T, 3V) matrix ``frames - temp
 K, their number, is the smallest that keeps the reconstruction inside an
 :class:`ErrorBudget` in millimetres, measured over every frame and vertex.
 
-Memory: the SVD is a randomized subspace iteration (Halko, Martinsson & Tropp 2011) that
-reads the frames in chunks of about 16 MB, so apart from the motion itself it needs
-O((T + V) · L) floats for an L-dimensional search space (L = 24, doubled while the budget
-is not met), never a (T, 3V) copy or a float64 matrix of that size.
+The SVD is a randomized range finder (Halko, Martinsson & Tropp 2011, without power
+iterations: the spectrum of speech motion falls fast, and K is kept in the better half of
+the L = 24-dimensional search space, which doubles when it must). It reads the motion
+through products with thin matrices (``F @ X - b @ X``, never ``F - b``), and the error
+measurements go through it in chunks of about 16 MB. So apart from the motion itself the fit
+needs O((T + V) · L) floats and a few 16-MB chunks, never another (T, 3V) array, and no
+float64 array of that size.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +32,6 @@ MM_PER_UNIT = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
 #: its height (y extent) to be this many millimetres, about a human head. Only the budget uses it.
 HEAD_HEIGHT_MM = 250.0
 _FIRST_RANK = 24  # search-space size of the first SVD pass
-_PROBE_FRAMES = 100  # frames the search for K measures (the result is measured on all)
 _CHUNK_BYTES = 16 << 20
 
 
@@ -79,10 +82,25 @@ class MotionBasis:
     targets: np.ndarray  # (K, V, 3) float32
     weights: np.ndarray  # (T, K) float32 in [0, 1]
     error: BasisError
+    quantized: np.ndarray | None = None  # (K, V, 3) int16 when the targets are on the 16-bit grid:
+    scale: float = 1.0  # targets == max(quantized / 32767, -1) * scale
 
     @property
     def num_components(self) -> int:
         return int(self.targets.shape[0])
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread (threadpoolctl), or a no-op without it.
+
+    The products here are thin (T x 3V by 3V x 24) and memory-bound: more BLAS threads do not make
+    them faster, and on a machine whose cores are busy (with the model's own threads, or anything
+    else) OpenBLAS's waiting threads made the whole fit 2-3 times slower (benchmarks/glb_write.py)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; the fit is only slower without it
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 # --------------------------------------------------------------------------- chunked products
@@ -114,7 +132,7 @@ def _orthonormal(Y: np.ndarray) -> np.ndarray:
     return Q.astype(np.float32)
 
 
-def principal_shapes(F: np.ndarray, b: np.ndarray, rank: int, seed: int = 0, power_iters: int = 2) -> np.ndarray:
+def principal_shapes(F: np.ndarray, b: np.ndarray, rank: int, seed: int = 0, power_iters: int = 0) -> np.ndarray:
     """(L, N) orthonormal rows spanning the dominant row space of ``F - b``, strongest first."""
     T, N = F.shape
     rank = max(1, min(rank, T, N))
@@ -136,12 +154,17 @@ def principal_shapes(F: np.ndarray, b: np.ndarray, rank: int, seed: int = 0, pow
 
 
 def reconstruction_error(frames: np.ndarray, predict, mm: float, lip: np.ndarray | None) -> BasisError:
-    """Error of ``predict(slice) -> (n, V, 3)`` against ``frames[slice]``, chunk by chunk, in mm."""
+    """Error of ``predict(slice) -> (n, 3V)`` (a new array it may overwrite) against ``frames[slice]``,
+    chunk by chunk, in mm."""
     T, V = frames.shape[0], frames.shape[1]
+    flat = frames.reshape(T, 3 * V)
     total, worst, lip_worst = 0.0, 0.0, 0.0
     for s in _chunks(T, 3 * V):
-        r = frames[s] - predict(s)
-        e2 = np.einsum("tvc,tvc->tv", r, r)
+        r = predict(s)
+        np.subtract(flat[s], r, out=r)
+        r *= r
+        e2 = r[:, 0::3] + r[:, 1::3]
+        e2 += r[:, 2::3]
         total += float(e2.sum(dtype=np.float64))
         worst = max(worst, float(e2.max(initial=0.0)))
         if lip is not None and len(lip):
@@ -162,14 +185,16 @@ def fit_basis(
     mm: float,
     lip: np.ndarray | None = None,
     budget: ErrorBudget = ErrorBudget(),
+    quantize: bool = False,
     seed: int = 0,
 ) -> MotionBasis:
     """The smallest K whose rank-K form of ``frames`` (T, V, 3) stays inside ``budget``.
 
     ``mm``: millimetres per model unit (see :func:`mm_per_unit`); ``lip``: vertex ids of the
-    lip region. K is searched on at most :data:`_PROBE_FRAMES` frames (spread evenly, plus
-    each component's extreme frames), then the result is measured on every frame and K grows
-    until that full measurement is inside the budget too. The returned error is the full one.
+    lip region; ``quantize``: targets on a signed 16-bit grid (see :func:`quantize_targets`).
+    The search starts at the smallest K whose lip error (measured on the lip vertices of every
+    frame) fits, then measures the stored form on every vertex of every frame and adds
+    components until that fits too. The returned error is that last measurement.
     """
     frames = np.asarray(frames, dtype=np.float32)
     T, V = frames.shape[0], frames.shape[1]
@@ -177,32 +202,25 @@ def fit_basis(
     b = np.ascontiguousarray(template, dtype=np.float32).reshape(3 * V)
     limit = min(T, 3 * V)
     rank = min(_FIRST_RANK, limit)
-    still = _still_coordinates(F, b)
+    still = _still(F, b)
     while True:
         shapes = principal_shapes(F, b, rank, seed)
         shapes[:, still] = 0.0  # exactly: no component moves what never moves (sparse targets rely on it)
         coeffs = _d_times(F, b, shapes.T)
-        probe = _probe_frames(coeffs, T)
-        moved = (frames[probe] - template).astype(np.float32)  # (P, V, 3) displacements of the probe frames
-        probe_coeffs = coeffs[probe]
-
-        def probe_ok(k: int) -> bool:
-            err = reconstruction_error(moved, lambda s: (probe_coeffs[s, :k] @ shapes[:k]).reshape(-1, V, 3), mm, lip)
-            return budget.allows(err)
-
         full = len(shapes)
-        if full == 0 or rank >= limit or probe_ok(full):
-            break
-        rank = min(2 * rank, limit)
-    k = _smallest_k(full, probe_ok)
-    while True:
-        basis = _unit_weights(frames, b, shapes[:k], coeffs[:, :k], mm, lip)
-        if k >= full or budget.allows(basis.error):
+        k = _first_candidate(F, b, shapes, coeffs, mm, lip, budget)
+        while True:
+            basis = _stored_form(frames, b, shapes[:k], coeffs[:, :k], mm, lip, quantize)
+            if budget.allows(basis.error) or k >= full:
+                break
+            k += 1
+        # without power iterations the weakest half of the search space is less accurate: keep K in the top half
+        if rank >= limit or (budget.allows(basis.error) and k <= max(full // 2, 1)):
             return basis
-        k += 1
+        rank = min(2 * rank, limit)
 
 
-def _still_coordinates(F: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _still(F: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Boolean (N,): coordinates equal to the template's in every frame."""
     moves = np.zeros(F.shape[1], dtype=bool)
     for s in _chunks(F.shape[0], F.shape[1]):
@@ -210,29 +228,57 @@ def _still_coordinates(F: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ~moves
 
 
-def _probe_frames(coeffs: np.ndarray, T: int) -> np.ndarray:
-    picks = set(np.linspace(0, T - 1, min(T, _PROBE_FRAMES)).round().astype(int).tolist())
-    if coeffs.size:
-        picks |= set(np.argmin(coeffs, axis=0).tolist()) | set(np.argmax(coeffs, axis=0).tolist())
-    return np.array(sorted(picks), dtype=np.int64)
-
-
-def _smallest_k(full: int, ok) -> int:
-    """Binary search for the smallest k in [1, full] with ok(k) (full itself when none is)."""
+def _first_candidate(F, b, shapes, coeffs, mm, lip, budget: ErrorBudget) -> int:
+    """The smallest K (>= 1) whose lip error fits, measured on the lip vertices (about a tenth of
+    the mesh): K = 1, 2, ... on at most 256 frames (evenly spread, plus each component's extreme
+    frames), then confirmed on every frame."""
+    full = len(shapes)
     if full == 0:
         return 0
-    lo, hi = 1, full
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    if lip is None or len(lip) == 0:
+        return 1
+    T = F.shape[0]
+    cols = (3 * np.asarray(lip)[:, None] + np.arange(3)).ravel()
+    lip_shapes = np.ascontiguousarray(shapes[:, cols])
+
+    def worst_mm(r: np.ndarray) -> float:
+        r2 = r * r
+        return mm * float(np.sqrt((r2[:, 0::3] + r2[:, 1::3] + r2[:, 2::3]).max(initial=0.0)))
+
+    probe = set(np.linspace(0, T - 1, min(T, 256)).round().astype(int).tolist())
+    probe |= set(np.argmin(coeffs, axis=0).tolist()) | set(np.argmax(coeffs, axis=0).tolist())
+    probe = np.array(sorted(probe))
+    r = F[probe][:, cols] - b[cols]  # the probe frames' lip residuals, one component removed at a time
+    k = full
+    for j in range(full):
+        r -= np.outer(coeffs[probe, j], lip_shapes[j])
+        if worst_mm(r) <= budget.lip_max_mm:
+            k = j + 1
+            break
+    if len(probe) == T:
+        return k
+    while k < full:  # confirm on every frame, a chunk at a time
+        worst = 0.0
+        for s in _chunks(T, F.shape[1]):
+            worst = max(worst, worst_mm(F[s][:, cols] - b[cols] - coeffs[s, :k] @ lip_shapes[:k]))
+        if worst <= budget.lip_max_mm:
+            break
+        k += 1
+    return k
 
 
-def _unit_weights(frames, b, shapes, coeffs, mm, lip) -> MotionBasis:
-    """Rescale to weights in [0, 1]: c = lo + (hi - lo) u, the constant part moves into the base."""
+def quantize_targets(targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Targets as int16 (``q / 32767 * scale``, glTF's normalized SHORT) and the scale: the
+    smallest power of two covering the largest coordinate (dividing by it is exact)."""
+    peak = float(np.abs(targets).max(initial=0.0))
+    scale = float(2.0 ** np.ceil(np.log2(peak))) if peak > 0 else 1.0
+    q = np.round(np.clip(targets / scale, -1.0, 1.0) * 32767).astype("<i2")
+    return q, scale
+
+
+def _stored_form(frames, b, shapes, coeffs, mm, lip, quantize: bool) -> MotionBasis:
+    """Rescale to weights in [0, 1] (c = lo + (hi - lo) u, the constant part moves into the base),
+    optionally quantize the targets, and measure the error of exactly that."""
     T, V = frames.shape[0], frames.shape[1]
     if shapes.shape[0] == 0:  # a still motion: one empty shape keeps the file a valid animation
         base = b.reshape(V, 3).copy()
@@ -245,8 +291,12 @@ def _unit_weights(frames, b, shapes, coeffs, mm, lip) -> MotionBasis:
         base = (b.astype(np.float64) + lo @ shapes.astype(np.float64)).astype(np.float32).reshape(V, 3)
         targets = (shapes.astype(np.float64) * span[:, None]).astype(np.float32).reshape(-1, V, 3)
         weights = np.clip((coeffs - lo) / span, 0.0, 1.0).astype(np.float32)
+    quantized, scale = None, 1.0
+    if quantize:
+        quantized, scale = quantize_targets(targets)
+        targets = (np.maximum(quantized.astype(np.float32) / 32767.0, -1.0) * scale).astype(np.float32)
     err = basis_error(frames, base, targets, weights, mm, lip)
-    return MotionBasis(base, targets, weights, err)
+    return MotionBasis(base, targets, weights, err, quantized, scale)
 
 
 def basis_error(frames, base, targets, weights, mm: float, lip) -> BasisError:
@@ -254,7 +304,12 @@ def basis_error(frames, base, targets, weights, mm: float, lip) -> BasisError:
     V = base.shape[0]
     flat_b = base.reshape(3 * V)
     flat_t = targets.reshape(targets.shape[0], 3 * V)
-    return reconstruction_error(frames, lambda s: (flat_b + weights[s] @ flat_t).reshape(-1, V, 3), mm, lip)
+    def predict(s: slice) -> np.ndarray:
+        out = weights[s] @ flat_t
+        out += flat_b
+        return out
+
+    return reconstruction_error(frames, predict, mm, lip)
 
 
 # --------------------------------------------------------------------------- normals
@@ -262,13 +317,40 @@ def basis_error(frames, base, targets, weights, mm: float, lip) -> BasisError:
 
 def vertex_normals(normals: NormalComputer, vertices: np.ndarray) -> np.ndarray:
     """Unit smooth normals; a vertex no triangle uses gets +Z (glTF normals must be unit length)."""
-    n = normals(np.asarray(vertices, dtype=np.float32))
-    zero = np.einsum("vc,vc->v", n, n) < 0.5
-    n[zero] = (0.0, 0.0, 1.0)
-    return n
+    return _unit(normals(np.asarray(vertices, dtype=np.float32)))
 
 
-def fit_normal_deltas(frames: np.ndarray, basis: MotionBasis, faces: np.ndarray, samples: int = 64):
+def _unit(n: np.ndarray) -> np.ndarray:
+    length = np.sqrt(np.einsum("...c,...c->...", n, n))
+    out = n / np.where(length > 0, length, 1.0)[..., None]
+    out[length == 0] = (0.0, 0.0, 1.0)
+    return out.astype(np.float32)
+
+
+def _many_normals(faces: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """:func:`vertex_normals` of several frames (S, V, 3) at once: area-weighted face normals
+    summed onto vertices with one sparse product (scipy) for all frames."""
+    S, V = frames.shape[0], frames.shape[1]
+    f = np.asarray(faces, dtype=np.int64)
+    x = np.ascontiguousarray(frames.transpose(1, 0, 2))  # (V, S, 3): a face's corners are whole rows
+    v0 = x[f[:, 0]]
+    a, c = x[f[:, 1]] - v0, x[f[:, 2]] - v0
+    fn = np.empty_like(a)  # (F, S, 3) cross products, written out (faster than np.cross)
+    fn[..., 0] = a[..., 1] * c[..., 2] - a[..., 2] * c[..., 1]
+    fn[..., 1] = a[..., 2] * c[..., 0] - a[..., 0] * c[..., 2]
+    fn[..., 2] = a[..., 0] * c[..., 1] - a[..., 1] * c[..., 0]
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy comes with the dependencies
+        nc = NormalComputer(faces, V)
+        return np.stack([vertex_normals(nc, y) for y in frames])
+    nf = len(f)
+    scatter = sp.csr_matrix((np.ones(3 * nf, np.float32), (f.ravel(), np.repeat(np.arange(nf), 3))), shape=(V, nf))
+    vn = np.asarray(scatter @ fn.reshape(nf, 3 * S), dtype=np.float32)
+    return _unit(vn.reshape(V, S, 3).transpose(1, 0, 2))
+
+
+def fit_normal_deltas(frames: np.ndarray, basis: MotionBasis, faces: np.ndarray, samples: int = 24):
     """Base normals and per-target normal deltas that light the motion like its own normals.
 
     Normals are not linear in the positions; the deltas are the least-squares fit of
@@ -277,12 +359,12 @@ def fit_normal_deltas(frames: np.ndarray, basis: MotionBasis, faces: np.ndarray,
     Returns ``(base_normals (V, 3), deltas (K, V, 3))``, float32.
     """
     T, V = frames.shape[0], frames.shape[1]
-    nc = NormalComputer(faces, V)
-    n_base = vertex_normals(nc, basis.base)
     picks = set(np.linspace(0, T - 1, min(T, samples)).round().astype(int).tolist())
     picks |= set(np.argmin(basis.weights, axis=0).tolist()) | set(np.argmax(basis.weights, axis=0).tolist())
     idx = np.array(sorted(picks))
-    dn = np.stack([(vertex_normals(nc, frames[i]) - n_base).reshape(3 * V) for i in idx]).astype(np.float64)
+    normals = _many_normals(faces, np.concatenate([basis.base[None], frames[idx]]))
+    n_base = normals[0]
+    dn = (normals[1:] - n_base).reshape(len(idx), 3 * V).astype(np.float64)
     A = basis.weights[idx].astype(np.float64)
     deltas = (np.linalg.pinv(A) @ dn).astype(np.float32).reshape(-1, V, 3)
     return n_base, deltas
