@@ -268,6 +268,25 @@ def test_material_units_and_axes(ict, tmp_path):
     assert doc["nodes"][0]["scale"] == [0.01] * 3 and doc["extras"]["units"] == "cm"
 
 
+def test_unknown_units_are_written_unscaled_with_a_head_sized_budget(tmp_path):
+    """BIWI-like ``normalized`` units: no node scale (the size is unknown); the budget treats the
+    mesh's height as 250 mm, so a 0.01-unit motion on a 1-unit-tall face is 2.5 mm."""
+    from ptalker_cli.export.motion_basis import HEAD_HEIGHT_MM, mm_per_unit
+    from ptalker_cli.mesh import Topology
+
+    tiny = tiny_topology()
+    v = tiny.vertices / np.ptp(tiny.vertices[:, 1])  # 1 unit tall
+    topo = Topology("unitless", v, tiny.faces, dict(tiny.regions), "normalized")
+    assert mm_per_unit("normalized", v) == pytest.approx(HEAD_HEIGHT_MM)
+    m = mouth_motion(topo, 30)
+    out = _write(tmp_path / "u.glb", m, topo)
+    doc = read_glb(out)["json"]
+    assert "scale" not in doc["nodes"][0] and doc["extras"]["units"] == "normalized"
+    dec = decode_with_pygltflib(out)
+    err = np.linalg.norm(dec["frames"] - m.vertices, axis=-1) * HEAD_HEIGHT_MM
+    assert err.max() <= 1.0 and err[:, topo.region("lip")].max() <= 0.5
+
+
 @pytest.mark.parametrize("make", [lambda: resolve_template("ict"), tiny_topology], ids=["ict", "tiny"])
 def test_shipped_templates_face_plus_z_with_y_up(make):
     """The lips are below the upper face (+Y up) and in front of the head's middle (+Z forward)."""

@@ -31,7 +31,7 @@ def render(
         Optional[str],
         typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the topology named in the motion's sidecar."),
     ] = None,
-    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video; it sets the video's length.")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video (it sets the video's length); with .glb output, written beside it as OUT.wav.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, a folder = OBJ frames).")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="npy|obj|ply|glb|mp4|all (default: from the -o suffix).")] = None,
     resolution: Annotated[int, typer.Option("--resolution", "-r", help="Frame height and per-panel width in pixels.")] = 512,
