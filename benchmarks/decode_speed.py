@@ -92,10 +92,10 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    from ptalker_cli.model import native
     from ptalker_cli.model.graph_encoder import native_available
+    from ptalker_cli.model.native_decoder import decoder_native_available
 
-    native_decoder = native.decoder_native_available()
+    native_decoder = decoder_native_available()
     native_gat = native_available()
     # warm-up
     model.generate(torch.randn(1, 16000, device=dev) * 0.1, tmpl, spec)

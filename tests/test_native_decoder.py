@@ -1,11 +1,11 @@
-"""The fused native decode pass (ptalker_cli.model.native.decode_pass) against the PyTorch
+"""The fused native decode pass (ptalker_cli.model.native_decoder.decode_pass) against the PyTorch
 cached step loop of PTalker._decode, and the fallback when the kernel is disabled."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ptalker_cli.model import native
+from ptalker_cli.model import native_decoder as native
 from ptalker_cli.model.decoder import MotionDecoder
 
 needs_native = pytest.mark.skipif(not native.decoder_native_available(),

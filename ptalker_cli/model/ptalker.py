@@ -485,7 +485,7 @@ class PTalker(nn.Module):
                 p.requires_grad for p in self.decoder.parameters()) or memory.requires_grad)):
             # the whole pass in one fused C call (CPU float32, eval, no autograd); None when
             # it does not apply (or PTALKER_NO_NATIVE=1 / no compiler): the loop below
-            from .native import decode_pass as native_decode_pass
+            from .native_decoder import decode_pass as native_decode_pass
 
             out = native_decode_pass(self.decoder, state, token, extra, w_fold, b_fold)
             if out is not None:
