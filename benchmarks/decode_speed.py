@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from ptalker_cli.config import AudioEncoderConfig, preset, tiny_speech_encoder  # noqa: E402
 from ptalker_cli.mesh import Topology  # noqa: E402
-from ptalker_cli.model.ptalker import StyleSpec, build_model  # noqa: E402
+from ptalker_cli.model.decoding import StyleSpec  # noqa: E402
+from ptalker_cli.model.network import build_model  # noqa: E402
 
 
 def biwi_like_topology(num_vertices: int = 23370) -> Topology:

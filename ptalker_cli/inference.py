@@ -26,8 +26,10 @@ import torch
 from .audio import SAMPLE_RATE, load_audio
 from .config import DEFAULT_MODEL, preset
 from .errors import PtalkerError
-from .mesh import Topology, resolve_template, tiny_topology
-from .model.ptalker import PTalker, StyleSpec, build_model
+from .mesh import Topology, tiny_topology
+from .model.decoding import StyleSpec
+from .model.folder import resolve_template
+from .model.network import PTalker, build_model
 from .motion import Motion
 
 TINY_SEED = 0
@@ -106,6 +108,8 @@ class AnimateResult:
     motion: Motion
     subject: str
     style: str
+    #: the mesh the motion animates (the model's, with the subject's or the given template)
+    topology: Topology
 
 
 class Animator:
@@ -214,7 +218,7 @@ class Animator:
             "audio": source,
         }
         motion = Motion(verts[0].float().cpu().numpy(), cfg.fps, topo.name, meta)
-        return AnimateResult(motion, subject or "", style_label)
+        return AnimateResult(motion, subject or "", style_label, topo)
 
 
 def animate(audio, model: str | Path | PTalker = DEFAULT_MODEL, device: str = "auto", **kwargs) -> Motion:

@@ -23,7 +23,7 @@ from ptalker_cli.export import render_still, render_video
 from ptalker_cli.export.renderers import create_renderer
 from ptalker_cli.export.scene import NormalComputer, frame_camera, mesh_bounds
 from ptalker_cli.export.video import ffmpeg_exe
-from ptalker_cli.mesh import resolve_template, tiny_topology
+from ptalker_cli.mesh import resolve_mesh, tiny_topology
 from ptalker_cli.motion import Motion
 
 ICT_ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ict-facekit"
@@ -38,7 +38,7 @@ for _cand in (ICT_ASSETS, Path("/work/shared/assets/ict-facekit")):
 
 @pytest.fixture(scope="module")
 def ict():
-    return resolve_template("ict")
+    return resolve_mesh("ict")
 
 
 @pytest.fixture(scope="module")

@@ -66,9 +66,8 @@ def animate(
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
                 out, out_fmt = _output_for(output, path, fmt, many)
-                topo = animator.template_for(res.subject or None, template)
                 video = (out_fmt or detect_format(out)) in ("mp4", "all")
-                written = write_motion(res.motion, topo, out, out_fmt, force=force,
+                written = write_motion(res.motion, res.topology, out, out_fmt, force=force,
                                        **({"audio": path} if video else {}))
                 entry.update(
                     output=[str(p) for p in written],

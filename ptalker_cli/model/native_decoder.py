@@ -1,5 +1,5 @@
 """The fused native decode pass: :class:`.decoder.MotionDecoder`'s whole cached autoregressive
-pass (as used by ``PTalker._decode``: token feedback through the folded
+pass (as used by :func:`.decoding.autoregressive_pass`: token feedback through the folded
 ``embed ∘ head`` map) in one call of ``ptalker_cli/kernels/decoder.c``.
 
 A step at the paper's BIWI size is ~0.8 M multiply-adds but hundreds of tiny eager PyTorch ops
@@ -85,7 +85,7 @@ def _packed_weights(decoder) -> list[list[Tensor | None]] | None:
 
 def decode_pass(decoder, state, token0: Tensor, extra: Tensor, w_fold: Tensor,
                 b_fold: Tensor) -> Tensor | None:
-    """The whole cached pass of ``PTalker._decode`` in one native call.
+    """The whole cached pass of :func:`.decoding.autoregressive_pass` in one native call.
 
     ``decoder``: a :class:`~.decoder.MotionDecoder` in eval mode; ``state``: its fresh
     ``prepare(memory)`` (cross-attention K/V, PPE table, bias row); ``token0`` (B, 1, d) or
