@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from ptalker_cli.config import AudioEncoderConfig, preset, tiny_speech_encoder  # noqa: E402
 from ptalker_cli.mesh import Topology  # noqa: E402
-from ptalker_cli.model.ptalker import StyleSpec, build_model  # noqa: E402
+from ptalker_cli.model.decoding import StyleSpec  # noqa: E402
+from ptalker_cli.model.network import build_model  # noqa: E402
 
 
 def biwi_like_topology(num_vertices: int = 23370) -> Topology:
@@ -92,10 +93,10 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    from ptalker_cli.model import native
     from ptalker_cli.model.graph_encoder import native_available
+    from ptalker_cli.model.native_decoder import decoder_native_available
 
-    native_decoder = native.decoder_native_available()
+    native_decoder = decoder_native_available()
     native_gat = native_available()
     # warm-up
     model.generate(torch.randn(1, 16000, device=dev) * 0.1, tmpl, spec)

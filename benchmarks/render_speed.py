@@ -37,7 +37,7 @@ from ptalker_cli.errors import PtalkerError  # noqa: E402
 from ptalker_cli.export import render_video  # noqa: E402
 from ptalker_cli.export.renderers import create_renderer  # noqa: E402
 from ptalker_cli.export.scene import NormalComputer, frame_camera, mesh_bounds  # noqa: E402
-from ptalker_cli.mesh import Topology, resolve_template  # noqa: E402
+from ptalker_cli.mesh import Topology, resolve_mesh  # noqa: E402
 from ptalker_cli.motion import Motion  # noqa: E402
 
 BIWI_VERTICES = 23370
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import soundfile as sf
 
-    ict = resolve_template("ict")
+    ict = resolve_mesh("ict")
     jaw = jaw_offsets(ict)
     big, big_jaw = subdivide_to(ict, jaw, BIWI_VERTICES)
     meshes = [(ict, jaw), (big, big_jaw)]

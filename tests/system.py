@@ -44,7 +44,7 @@ def _native_kernels() -> str | None:
     if missing:
         return missing
     from ptalker_cli.model.graph_encoder import native_available
-    from ptalker_cli.model.native import decoder_native_available
+    from ptalker_cli.model.native_decoder import decoder_native_available
 
     if not (native_available() and decoder_native_available()):
         return "the native kernels did not build with the C compiler here"

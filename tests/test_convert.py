@@ -38,7 +38,8 @@ from ptalker_cli.zoo.convert import (
     load_released_state,
     write_converted,
 )
-from ptalker_cli.model.ptalker import StyleSpec, normalize_audio
+from ptalker_cli.model.audio_encoders import normalize_audio
+from ptalker_cli.model.decoding import StyleSpec
 
 D = 16  # feature_dim
 PERIOD = 25
@@ -699,7 +700,7 @@ def test_configs_written_before_the_released_switches_still_load():
 def test_convert_command_end_to_end(tmp_path):
     from ptalker_cli.cli.convert_cmd import convert
     from ptalker_cli.data.testing import make_fake_dataset
-    from ptalker_cli.model.ptalker import PTalker
+    from ptalker_cli.model.network import PTalker
 
     _, state, topo = released_state(seed=7)
     ckpt = tmp_path / "BIWI_model.pth"

@@ -9,7 +9,9 @@ import torch
 from ptalker_cli.config import ABLATIONS, ModelConfig, preset
 from ptalker_cli.errors import ConfigError
 from ptalker_cli.mesh import tiny_topology
-from ptalker_cli.model.ptalker import PTalker, StyleSpec, build_model
+from ptalker_cli.model.decoding import StyleSpec, refine_codes
+from ptalker_cli.model.motion_encoders import shift_right
+from ptalker_cli.model.network import PTalker, build_model
 
 
 def _model(**overrides):
@@ -328,9 +330,7 @@ def test_refinement_codes_on_the_vertex_major_path_equal_the_reference():
     with torch.inference_mode():
         hidden = torch.randn(1, 40, m.config.feature_dim)
         mask = torch.ones(1, 40, dtype=torch.bool)
-        fast = m._refine_codes(hidden, mask)
-        from ptalker_cli.model.ptalker import shift_right
-
+        fast = refine_codes(m, hidden, mask)
         disp = m.vertice_decoder(hidden).view(1, 40, -1, 3)
         ref = m.motion_codes(shift_right(disp), mask)
         assert m.graph_encoder.native_vertex_major_ok(hidden)  # the fast path really runs here
@@ -360,3 +360,37 @@ def test_style_strength_range_in_the_library(tiny):
         assert "\n" not in str(ei.value)
     with pytest.raises(PtalkerError, match="outside"):  # refused before any work is done
         Animator(tiny).animate(np.zeros(16000, np.float32), subject="S1", style_strength=-5)
+
+
+def test_pretrained_speech_encoders_come_from_the_loader_passed_in():
+    """The model layer does not download: a speech encoder without hf_config needs a loader."""
+    from transformers import HubertConfig
+
+    from ptalker_cli.config import AudioEncoderConfig, tiny_speech_encoder
+    from ptalker_cli.model.audio_encoders import build_speech_model
+
+    spec = AudioEncoderConfig(kind="hubert", model_id="org/some-hubert", revision="v1")
+    with pytest.raises(ConfigError, match="load_pretrained"):
+        build_speech_model(spec)
+    calls = []
+
+    def loader(model_cls, model_id, revision, **overrides):
+        calls.append((model_cls.__name__, model_id, revision, overrides["layerdrop"]))
+        return model_cls(HubertConfig(**tiny_speech_encoder("hubert").hf_config))
+
+    model, filled = build_speech_model(spec, loader)
+    assert calls == [("HubertModel", "org/some-hubert", "v1", spec.layerdrop)]
+    assert filled.hf_config["hidden_size"] == model.config.hidden_size and filled.model_id == "org/some-hubert"
+
+
+def test_animate_result_carries_the_mesh_it_animates(tiny):
+    from ptalker_cli.inference import Animator
+
+    wave = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    animator = Animator(tiny)
+    res = animator.animate(wave, subject="U1")  # a subject with its own template
+    np.testing.assert_array_equal(res.topology.vertices, tiny.subject_templates[3].numpy())
+    np.testing.assert_array_equal(res.topology.faces, tiny.topology.faces)
+    assert res.motion.num_vertices == res.topology.num_vertices
+    res = animator.animate(wave, subject="U1", template=tiny_topology(12, 16).with_vertices(tiny.template.numpy() + 1))
+    np.testing.assert_allclose(res.topology.vertices, tiny.template.numpy() + 1)

@@ -24,7 +24,7 @@ from ptalker_cli.export import render_still, render_video
 from ptalker_cli.export.renderers import create_renderer
 from ptalker_cli.export.scene import NormalComputer, frame_camera, mesh_bounds
 from ptalker_cli.export.video import ffmpeg_exe
-from ptalker_cli.mesh import resolve_template, tiny_topology
+from ptalker_cli.mesh import resolve_mesh, tiny_topology
 from ptalker_cli.motion import Motion
 
 needs_egl = pytest.mark.system("egl")  # moderngl / pyrender over EGL
@@ -41,7 +41,7 @@ for _cand in (ICT_ASSETS, Path("/work/shared/assets/ict-facekit")):
 
 @pytest.fixture(scope="module")
 def ict():
-    return resolve_template("ict")
+    return resolve_mesh("ict")
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def test_ddp_two_processes_gloo(dataset, tmp_path):
     assert len(epochs) == 2 and all("val_objective" in r for r in epochs)
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["world_size"] == 2
-    from ptalker_cli.model.ptalker import PTalker
+    from ptalker_cli.model.network import PTalker
 
     PTalker.from_pretrained(run)
     PTalker.from_pretrained(run / "last")

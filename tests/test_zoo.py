@@ -333,6 +333,7 @@ def _tiny_hubert_files(tmp_path):
 
 def test_speech_encoder_from_registry_and_hub_id(zoo, tmp_path, monkeypatch):
     from ptalker_cli.model.audio_encoders import build_speech_model
+    from ptalker_cli.zoo.hub import load_pretrained_speech_model
 
     model, files = _tiny_hubert_files(tmp_path)
     commit = zoo.add_repo("test-org/tiny-hubert", files)
@@ -340,19 +341,21 @@ def test_speech_encoder_from_registry_and_hub_id(zoo, tmp_path, monkeypatch):
                             files=tuple(ZooFile(n, sha256(b)) for n, b in files.items()), encoder="hubert",
                             license="apache-2.0"))
     spec = AudioEncoderConfig(kind="hubert", model_id="test-org/tiny-hubert", revision=commit)
-    built, filled = build_speech_model(spec)
+    built, filled = build_speech_model(spec, load_pretrained_speech_model)
     ref = model.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in built.state_dict().items() if k in ref)
     assert filled.hf_config["hidden_size"] == 32
     # the same through the registry name, offline, from the cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     n = len(zoo.requests)
-    again, _ = build_speech_model(AudioEncoderConfig(kind="hubert", model_id="tiny-hubert"))
+    again, _ = build_speech_model(AudioEncoderConfig(kind="hubert", model_id="tiny-hubert"),
+                                  load_pretrained_speech_model)
     assert len(zoo.requests) == n
     assert torch.equal(again.encoder.layer_norm.weight, model.encoder.layer_norm.weight)
     # an unregistered hub id not in the cache: one line naming what to download
     with pytest.raises(PtalkerError, match="ptalker models download hf://test-org/other@main"):
-        build_speech_model(AudioEncoderConfig(kind="hubert", model_id="test-org/other", revision="main"))
+        build_speech_model(AudioEncoderConfig(kind="hubert", model_id="test-org/other", revision="main"),
+                           load_pretrained_speech_model)
 
 
 def test_unregistered_speech_encoder_falls_back_to_pytorch_model_bin(zoo, tmp_path):

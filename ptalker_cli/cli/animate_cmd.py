@@ -67,7 +67,7 @@ def animate(
     """Animate a face from speech."""
     from ..export import detect_format, write_motion
     from ..inference import Animator, load_model
-    from ..model.ptalker import check_style_strength
+    from ..model.decoding import check_style_strength
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
@@ -94,9 +94,8 @@ def animate(
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
                 out, out_fmt = _output_for(output, path, fmt, many, folder)
-                topo = animator.template_for(res.subject or None, template)
                 video = (out_fmt or detect_format(out)) in ("mp4", "all")
-                written = write_motion(res.motion, topo, out, out_fmt, force=force,
+                written = write_motion(res.motion, res.topology, out, out_fmt, force=force,
                                        **({"audio": path} if video else {}))
                 entry.update(
                     output=[str(p) for p in written],

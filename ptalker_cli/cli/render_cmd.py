@@ -16,7 +16,7 @@ from ..errors import PtalkerError
 
 
 def _load_template(spec: str | None, motion_topology: str, subject: str | None = None):
-    from ..mesh import resolve_template
+    from ..model.folder import resolve_template
 
     if spec is None:
         if motion_topology in ("", "unknown"):

@@ -357,7 +357,7 @@ def evaluate(
     """Predict every sequence of ``split`` with ``model`` and score it.
 
     Args:
-        model: a :class:`~ptalker_cli.model.ptalker.PTalker`, or a name / folder for
+        model: a :class:`~ptalker_cli.model.network.PTalker`, or a name / folder for
             :func:`~ptalker_cli.inference.load_model`.
         split: a split of the dataset manifest (default ``test-a``, else ``test``).
         unseen_style: conditioning of subjects that are not in the model's

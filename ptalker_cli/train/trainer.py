@@ -30,7 +30,9 @@ from ..config import LossConfig, ModelConfig, preset
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from ..mesh import Topology
-from ..model.ptalker import PTalker, build_model
+from ..model.folder import MODEL_FILES, WEIGHTS_FILE
+from ..model.network import PTalker, build_model
+from ..zoo.hub import load_pretrained_speech_model
 from . import checkpoint as ckpt
 from . import distributed as dist_util
 from .config import TrainConfig, _replace_checked, teacher_forcing_probability
@@ -232,7 +234,7 @@ class Trainer:
                         "over (or choose another --out)")
                 for name in (ckpt.LAST, ".last.tmp", ".last.old", "tensorboard"):
                     shutil.rmtree(self.run_dir / name, ignore_errors=True)
-                for name in ("config.json", "model.safetensors", BEST_NAME, SUMMARY_NAME, STYLE_PRETRAIN_NAME):
+                for name in (*MODEL_FILES, BEST_NAME, SUMMARY_NAME, STYLE_PRETRAIN_NAME):
                     (self.run_dir / name).unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist_util.barrier(self.info)
@@ -274,7 +276,7 @@ class Trainer:
         else:
             model_cfg = dataset_model_config(cfg, manifest, topology, template_subjects)
             templates = np.stack([layout.load_template(s) for s in template_subjects]) if template_subjects else None
-            model = build_model(model_cfg, topology, templates)
+            model = build_model(model_cfg, topology, templates, speech_loader=load_pretrained_speech_model)
         self.model = model.to(self.device).train()
         if self.info.enabled and self.model.graph_encoder is not None:
             # Under torchrun the fused CPU kernel of the graph encoder (used for no-grad
@@ -722,7 +724,7 @@ class Trainer:
         checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
         sums = dist_util.all_gather_object(checksum, self.info)
         if self.info.is_main:
-            if self.val_set is None or not (self.run_dir / "model.safetensors").exists():
+            if self.val_set is None or not (self.run_dir / WEIGHTS_FILE).exists():
                 self.model.save_pretrained(self.run_dir)
             summary = {
                 "epochs": result.epochs, "steps": result.steps, "best_epoch": result.best_epoch,

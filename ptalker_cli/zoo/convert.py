@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from ..config import BIWI_SUBJECTS, HUBERT_LARGE, VOCASET_SUBJECTS, W2V2_EMOTION, AudioEncoderConfig, ModelConfig
 from ..errors import ConfigError
 from ..mesh import Topology
+from ..model.folder import MODEL_FILES
 
 DATASETS: dict[str, dict[str, Any]] = {
     "biwi": {"fps": 25.0, "period": 25, "subjects": BIWI_SUBJECTS, "topology": "biwi"},
@@ -325,7 +326,7 @@ def convert_released(
     offline: bool | None = None,
     source: str = "",
 ):
-    """Map a released state dict onto a :class:`~ptalker_cli.model.ptalker.PTalker` → (model, report).
+    """Map a released state dict onto a :class:`~ptalker_cli.model.network.PTalker` → (model, report).
 
     ``topology`` is the dataset's mesh (with its ``lip``/``upper_face`` regions);
     ``subject_templates`` (one per ``template_subjects`` entry) are stored in the model.
@@ -335,7 +336,7 @@ def convert_released(
     through the zoo: cached, verified, offline rules). Sizes are always read from the weights.
     Raises :class:`ConfigError` when a weight of the model would be missing.
     """
-    from ..model.ptalker import PTalker
+    from ..model.network import PTalker
 
     dataset = dataset.lower()
     if dataset not in DATASETS:
@@ -556,13 +557,14 @@ def _fill_from_pretrained(report: ConversionReport, new: dict[str, Tensor], ours
                           config: ModelConfig) -> None:
     """Take missing speech-encoder tensors from the pinned pretrained encoders (what the released test.py does)."""
     from ..model.audio_encoders import build_speech_model
+    from .hub import load_pretrained_speech_model
 
     for prefix, spec in (("audio_encoder.model.", config.audio_content),
                          ("audio_style.backbones.0.model.", config.audio_style[0])):
         wanted = [k for k in report.missing if k.startswith(prefix)]
         if not wanted:
             continue
-        pretrained, _ = build_speech_model(replace(spec, hf_config=None))
+        pretrained, _ = build_speech_model(replace(spec, hf_config=None), load_pretrained_speech_model)
         sd = pretrained.state_dict()
         for key in wanted:
             src = sd.get(key[len(prefix):])
@@ -615,7 +617,7 @@ def write_converted(model, report: ConversionReport, out_dir: str | Path, force:
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
-        if (out / "model.safetensors").exists() or (out / "config.json").exists():
+        if any((out / name).exists() for name in MODEL_FILES):
             raise ConfigError(f"{out} already holds a model; pass --force to overwrite it")
     model.save_pretrained(out)
     atomic_write_text(out / "conversion.json", json.dumps(report.to_json(), indent=2) + "\n")

@@ -40,13 +40,12 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import PtalkerError
+from ..model.folder import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE
 from .registry import COMMIT_RE, REPO_RE, SHA256_RE, Registry, ZooEntry, load_registry
 
 log = logging.getLogger(__name__)
 
 GIT_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
-#: The files of a ptalker model folder on the hub (``PTalker.save_pretrained``).
-MODEL_FILES = ("config.json", "model.safetensors")
 #: Weight files tried, in order, for a speech encoder that is not in the registry.
 SPEECH_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -585,8 +584,8 @@ def resolve_model_folder(spec: str | Path, *, offline: bool | None = None, regis
         return fetch_entry(entry, offline=offline, registry=registry, cache_dir=cache_dir, endpoint=endpoint)
     models = [e.name for e in registry if e.kind != "audio-encoder"]
     names = ", ".join(["tiny"] + models)
-    raise ZooError(f"model '{spec_s}' not found: give a model name ({names}), a folder with config.json and "
-                   "model.safetensors, or hf://org/repo[@revision]")
+    raise ZooError(f"model '{spec_s}' not found: give a model name ({names}), a folder with {CONFIG_FILE} and "
+                   f"{WEIGHTS_FILE}, or hf://org/repo[@revision]")
 
 
 # --------------------------------------------------------------------------- speech encoders
