@@ -12,20 +12,24 @@ from ..errors import PtalkerError
 from ..config import DEFAULT_MODEL
 from .common import console, error, print_json, progress
 
-FORMATS = ("npy", "obj", "ply", "glb", "mp4")
+FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
 
 
 def _output_for(out: Path, audio: Path, fmt: str | None, many: bool) -> tuple[Path, str | None]:
     if not many:
         return out, fmt
     fmt = fmt or "npy"
+    if fmt in ("csv", "arkit-json"):  # ARKit curves: one file per input
+        return out / f"{audio.stem}.{'csv' if fmt == 'csv' else 'json'}", fmt
     return (out / audio.stem if fmt in ("obj", "ply") else out / f"{audio.stem}.{fmt}"), fmt
 
 
 def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
-                                "sequence); with several inputs, a folder that gets one output per input."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .csv = "
+                                          "ARKit curves for Live Link Face) or folder (OBJ sequence); with several "
+                                          "inputs, a folder that gets one output per input. Optional with "
+                                          "--livelink/--osc."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
@@ -39,7 +43,23 @@ def animate(
     template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
                                            "with the model's vertex count."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
-                                      "(default: from the -o suffix)."),
+                                      "(default: from the -o suffix; csv and arkit-json are ARKit curves, "
+                                      "see docs/arkit.md)."),
+    rig: Optional[Path] = typer.Option(None, "--rig", help="Your character (.glb/.gltf) with ARKit-named morph "
+                                       "targets: -o gets the same file plus an animation of them."),
+    blendshapes: Optional[Path] = typer.Option(None, "--blendshapes", help="Blendshape basis on the model's mesh "
+                                               "(.npz names+offsets, or a .glb with morph targets) for ARKit "
+                                               "output; default: the template's own (ict ships one)."),
+    bs_regularization: float = typer.Option(1e-4, "--bs-regularization", help="ARKit solve: weight penalty "
+                                            "(relative to an average shape's energy)."),
+    bs_smoothness: float = typer.Option(0.0, "--bs-smoothness", help="ARKit solve: penalty on frame-to-frame "
+                                        "weight changes (relative to an average shape's energy)."),
+    livelink: Optional[str] = typer.Option(None, "--livelink", help="Send the ARKit curves live to HOST:PORT as "
+                                           "Live Link Face UDP packets (Unreal: port 11111)."),
+    osc: Optional[str] = typer.Option(None, "--osc", help="Send the ARKit curves live to HOST:PORT over OSC "
+                                      "(VMC protocol, /VMC/Ext/Blend/Val; VTuber apps: port 39539)."),
+    realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace --livelink/--osc frames at the "
+                                  "motion's frame rate, or send them as fast as possible."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
@@ -48,12 +68,18 @@ def animate(
     """Animate a face from speech."""
     from ..export import detect_format, write_motion
     from ..inference import Animator, load_model
+    from ..arkit.outputs import ArkitOutputs
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
     many = len(audio) > 1
-    if many and output.suffix:
+    if output is None and not (livelink or osc):
+        raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
+    if many and output is not None and output.suffix:
         raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
+    arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
+    if output is not None and not many:
+        arkit.writes_curves(output, fmt)  # a bad curve output name fails here, before inference
     animator = Animator(load_model(model, device))
     results, failed = [], 0
     with progress(quiet or as_json) as bar:
@@ -65,11 +91,17 @@ def animate(
             try:
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
-                out, out_fmt = _output_for(output, path, fmt, many)
                 topo = animator.template_for(res.subject or None, template)
-                video = (out_fmt or detect_format(out)) in ("mp4", "all")
-                written = write_motion(res.motion, topo, out, out_fmt, force=force,
-                                       **({"audio": path} if video else {}))
+                out, out_fmt = (None, fmt) if output is None else _output_for(output, path, fmt, many)
+                written, note = [], None
+                if arkit.writes_curves(out, out_fmt):
+                    written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
+                elif out is not None:
+                    video = (out_fmt or detect_format(out)) in ("mp4", "all")
+                    written = write_motion(res.motion, topo, out, out_fmt, force=force,
+                                           **({"audio": path} if video else {}))
+                if arkit.live:
+                    arkit.stream(res.motion, topo)
                 entry.update(
                     output=[str(p) for p in written],
                     frames=res.motion.num_frames,
@@ -77,6 +109,7 @@ def animate(
                     seconds=round(time.perf_counter() - t0, 3),
                     subject=res.subject,
                     style=res.style,
+                    **({"arkit": note} if note else {}),
                 )
             except PtalkerError as exc:
                 failed += 1
@@ -94,8 +127,10 @@ def animate(
     elif not quiet:
         for e in results:
             if e["status"] == "ok":
-                console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output'])} ({e['frames']} frames)",
+                console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output']) or 'live'} ({e['frames']} frames)",
                               highlight=False)
+                if e.get("arkit"):
+                    console.print(e["arkit"], highlight=False, markup=False)
     if failed:
         if not as_json:
             error(f"{failed} of {len(audio)} inputs failed")
