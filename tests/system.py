@@ -76,12 +76,22 @@ def _egl() -> str | None:
     return None
 
 
+def _node_gltf_validator() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not on PATH: apt-get install nodejs"
+    js = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+    if not os.path.isdir(os.path.join(js, "node_modules", "gltf-validator")):
+        return "the Khronos glTF validator is not installed: npm ci --prefix tests/js"
+    return None
+
+
 PROBES: dict[str, Callable[[], str | None]] = {
     "festival": _festival,
     "cc": _c_compiler,
     "native": _native_kernels,
     "osmesa": _osmesa,
     "egl": _egl,
+    "node-gltf-validator": _node_gltf_validator,
 }
 
 

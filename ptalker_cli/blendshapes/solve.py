@@ -11,7 +11,8 @@ squared per-vertex displacement of one shape at weight 1. So the two knobs are u
 
 * ``regularization`` r: a weight at 1 costs r times an average shape left fully
   unexplained. It keeps near-duplicate shapes (left/right pairs, correlated mouth shapes)
-  from trading large opposite weights. Default 1e-4.
+  from trading large opposite weights. Default 1e-5 (on ICT, known weights round-trip to
+  within 0.01 at 1e-5, 0.04 at 1e-4).
 * ``smoothness`` s: a jump of 1 between neighbouring frames costs s times an average shape
   left unexplained. 0 solves every frame on its own. Default 0.
 
@@ -34,7 +35,7 @@ import numpy as np
 from ..errors import MotionError, PtalkerError
 from .basis import Blendshapes
 
-DEFAULT_REGULARIZATION = 1e-4
+DEFAULT_REGULARIZATION = 1e-5
 DEFAULT_SMOOTHNESS = 0.0
 #: ADMM over-relaxation (1.5-1.8 is the usual range)
 _RELAX = 1.6

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import PtalkerError
+from ..blendshapes.solve import DEFAULT_REGULARIZATION, DEFAULT_SMOOTHNESS
 from ..config import DEFAULT_MODEL
 from .common import console, error, print_json, progress
 
@@ -50,9 +51,9 @@ def animate(
     blendshapes: Optional[Path] = typer.Option(None, "--blendshapes", help="Blendshape basis on the model's mesh "
                                                "(.npz names+offsets, or a .glb with morph targets) for ARKit "
                                                "output; default: the template's own (ict ships one)."),
-    bs_regularization: float = typer.Option(1e-4, "--bs-regularization", help="ARKit solve: weight penalty "
+    bs_regularization: float = typer.Option(DEFAULT_REGULARIZATION, "--bs-regularization", help="ARKit solve: weight penalty "
                                             "(relative to an average shape's energy)."),
-    bs_smoothness: float = typer.Option(0.0, "--bs-smoothness", help="ARKit solve: penalty on frame-to-frame "
+    bs_smoothness: float = typer.Option(DEFAULT_SMOOTHNESS, "--bs-smoothness", help="ARKit solve: penalty on frame-to-frame "
                                         "weight changes (relative to an average shape's energy)."),
     livelink: Optional[str] = typer.Option(None, "--livelink", help="Send the ARKit curves live to HOST:PORT as "
                                            "Live Link Face UDP packets (Unreal: port 11111)."),
@@ -130,7 +131,7 @@ def animate(
                 console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output']) or 'live'} ({e['frames']} frames)",
                               highlight=False)
                 if e.get("arkit"):
-                    console.print(e["arkit"], highlight=False, markup=False)
+                    console.print(e["arkit"], highlight=False, markup=False, soft_wrap=True)
     if failed:
         if not as_json:
             error(f"{failed} of {len(audio)} inputs failed")
