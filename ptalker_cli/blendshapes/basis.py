@@ -137,9 +137,15 @@ class NormalEquations:
             raise MeshError("the blendshape basis moves no vertex")
         gather = support.size < 0.6 * V
         B = np.ascontiguousarray((offsets[:, support, :] if gather else offsets).reshape(K, -1).T, dtype=np.float32)
-        B64 = B.astype(np.float64)
-        G = (B64.T @ B64) / float(support.size)
-        return cls(support, gather, B, G)
+        # BᵀB as float32 products over row blocks summed in float64 (relative error ~2e-7). The
+        # blocks are small enough for OpenBLAS to keep each product on one thread: its threaded
+        # GEMMs took 0.1-2.3 s here on a busy 2-core machine, the blocks 0.01-0.03 s.
+        G = np.zeros((K, K), np.float64)
+        rows = max(1, 262_144 // (K * K))
+        for r in range(0, B.shape[0], rows):
+            blk = B[r : r + rows]
+            G += (blk.T @ blk).astype(np.float64)
+        return cls(support, gather, B, G / float(support.size))
 
 
 @lru_cache(maxsize=4)
