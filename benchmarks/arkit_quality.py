@@ -110,7 +110,8 @@ def synth_residual(data: Path, animator) -> dict:
         e = np.abs(solved[:, idx] - gt_w)
         others = np.delete(solved, idx, axis=1)
         gt_err.append((float(e.max()), float(e.mean()), float(others.max())))
-        rows.append({"sequence": seq, "frames": res.motion.num_frames, **{f"lip_{k}_mm": round(v, 4) for k, v in err.items()},
+        rows.append({"sequence": seq, "frames": res.motion.num_frames,
+                     **{f"lip_{k}_mm": round(v, 4) for k, v in err.items()},
                      "gt_weight_max_err": round(gt_err[-1][0], 4), "gt_unused_shapes_max": round(gt_err[-1][2], 4)})
         print(f"{seq}: {res.motion.num_frames} frames, re-posed vs prediction lip mean {err['mean']:.3f} mm, "
               f"LVE {err['lve']:.3f} mm, max {err['max']:.3f} mm; ground-truth weights max err {e.max():.4f}, "
@@ -141,7 +142,8 @@ def jaw_vs_speech(wave: np.ndarray, animator, label: str) -> dict:
     pause = level[: len(jaw)] < -40.0
     # deep silence: pause frames at least 5 frames (200 ms) from any speech frame
     speech = np.flatnonzero(~pause)
-    dist = np.abs(np.arange(len(pause))[:, None] - speech[None, :]).min(axis=1) if speech.size else np.full(len(pause), 99)
+    frames = np.arange(len(pause))
+    dist = np.abs(frames[:, None] - speech[None, :]).min(axis=1) if speech.size else np.full(len(pause), 99)
     deep = pause & (dist >= 5)
     out = {**rep.to_dict(), "jaw_pause_p95": float(np.percentile(jaw[pause], 95)) if pause.any() else None,
            "jaw_deep_silence_frames": int(deep.sum()),

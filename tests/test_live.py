@@ -142,9 +142,9 @@ def test_host_port_parsing():
 
 
 def test_cli_streams_livelink_and_osc(udp_receiver, tmp_path, wav_file):
-    from ptalker_cli.cli.app import app
-
     from test_arkit import tiny_basis
+
+    from ptalker_cli.cli.app import app
 
     osc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     osc.bind(("127.0.0.1", 0))

@@ -23,7 +23,8 @@ pygltflib = pytest.importorskip("pygltflib")
 JS = Path(__file__).resolve().parent / "js"
 FACE_TARGETS = ["EyeBlinkLeft", "jawOpen", "mouthSmile_L", "myCustomShape"]
 UNTOUCHED = ["scene", "scenes", "nodes", "meshes", "skins", "materials", "textures", "images", "samplers", "asset"]
-PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAA"
+                           "AABJRU5ErkJggg==")
 
 
 def build_rig(path: Path, gltf_json: bool = False, external_bin: bool = False) -> None:
@@ -172,7 +173,8 @@ def test_gltf_json_rig(tmp_path, external):
     build_rig(tmp_path / "rig.gltf", gltf_json=True, external_bin=external)
     out, _ = animate_rig(tmp_path / "rig.gltf", curves(T=5), tmp_path / "out.gltf")
     g = pygltflib.GLTF2.load(str(out))
-    assert g.buffers[0].uri == ("rig.bin" if external else pygltflib.GLTF2.load(str(tmp_path / "rig.gltf")).buffers[0].uri)
+    original = pygltflib.GLTF2.load(str(tmp_path / "rig.gltf")).buffers[0].uri
+    assert g.buffers[0].uri == ("rig.bin" if external else original)
     (anim,) = g.animations
     s = anim.samplers[anim.channels[0].sampler]
     blob = blob_of(g, out, g.bufferViews[g.accessors[s.output].bufferView].buffer)
@@ -203,9 +205,9 @@ def test_rig_errors_are_one_line(tmp_path):
 
 
 def test_cli_animate_with_rig(tmp_path, wav_file):
-    from ptalker_cli.cli.app import app
-
     from test_arkit import tiny_basis
+
+    from ptalker_cli.cli.app import app
 
     build_rig(tmp_path / "rig.glb")
     r = CliRunner().invoke(app, ["animate", str(wav_file(0.6)), "-m", "tiny", "--blendshapes",

@@ -93,7 +93,8 @@ def lip_error_mm(a: np.ndarray, b: np.ndarray, topology: Topology) -> dict[str, 
     """
     scale = _MM.get(topology.units)
     if scale is None:
-        raise PtalkerError(f"topology '{topology.name}' is in '{topology.units}' units, so errors cannot be given in mm")
+        raise PtalkerError(f"topology '{topology.name}' is in '{topology.units}' units, "
+                           "so errors cannot be given in mm")
     lip = topology.region("lip")
     d = np.linalg.norm(np.asarray(a)[:, lip] - np.asarray(b)[:, lip], axis=-1) * scale
     return {"mean": float(d.mean()), "max": float(d.max()), "lve": float(d.max(axis=1).mean())}

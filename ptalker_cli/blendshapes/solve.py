@@ -121,7 +121,8 @@ class BlendshapeSolver:
     def __init__(self, basis: Blendshapes, regularization: float = DEFAULT_REGULARIZATION,
                  smoothness: float = DEFAULT_SMOOTHNESS):
         if regularization < 0 or smoothness < 0:
-            raise PtalkerError(f"blendshape regularization and smoothness must be >= 0; got {regularization}, {smoothness}")
+            raise PtalkerError("blendshape regularization and smoothness must be >= 0; "
+                               f"got {regularization}, {smoothness}")
         self.basis = basis
         self.regularization = float(regularization)
         self.smoothness = float(smoothness)

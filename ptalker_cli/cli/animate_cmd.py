@@ -51,10 +51,11 @@ def animate(
     blendshapes: Optional[Path] = typer.Option(None, "--blendshapes", help="Blendshape basis on the model's mesh "
                                                "(.npz names+offsets, or a .glb with morph targets) for ARKit "
                                                "output; default: the template's own (ict ships one)."),
-    bs_regularization: float = typer.Option(DEFAULT_REGULARIZATION, "--bs-regularization", help="ARKit solve: weight penalty "
-                                            "(relative to an average shape's energy)."),
-    bs_smoothness: float = typer.Option(DEFAULT_SMOOTHNESS, "--bs-smoothness", help="ARKit solve: penalty on frame-to-frame "
-                                        "weight changes (relative to an average shape's energy)."),
+    bs_regularization: float = typer.Option(DEFAULT_REGULARIZATION, "--bs-regularization",
+                                            help="ARKit solve: weight penalty (relative to an average shape's "
+                                            "energy)."),
+    bs_smoothness: float = typer.Option(DEFAULT_SMOOTHNESS, "--bs-smoothness", help="ARKit solve: penalty on "
+                                        "frame-to-frame weight changes (relative to an average shape's energy)."),
     livelink: Optional[str] = typer.Option(None, "--livelink", help="Send the ARKit curves live to HOST:PORT as "
                                            "Live Link Face UDP packets (Unreal: port 11111)."),
     osc: Optional[str] = typer.Option(None, "--osc", help="Send the ARKit curves live to HOST:PORT over OSC "
@@ -67,9 +68,9 @@ def animate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Animate a face from speech."""
+    from ..arkit.outputs import ArkitOutputs
     from ..export import detect_format, write_motion
     from ..inference import Animator, load_model
-    from ..arkit.outputs import ArkitOutputs
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
@@ -128,8 +129,8 @@ def animate(
     elif not quiet:
         for e in results:
             if e["status"] == "ok":
-                console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output']) or 'live'} ({e['frames']} frames)",
-                              highlight=False)
+                outputs = ", ".join(e["output"]) or "live"
+                console.print(f"[green]✓[/] {e['input']} → {outputs} ({e['frames']} frames)", highlight=False)
                 if e.get("arkit"):
                     console.print(e["arkit"], highlight=False, markup=False, soft_wrap=True)
     if failed:

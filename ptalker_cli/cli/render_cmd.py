@@ -26,7 +26,9 @@ def _load_template(spec: str | None, motion_topology: str, subject: str | None =
 
 
 def render(
-    motion: Annotated[Path, typer.Argument(help="Motion file (.npy, (T, V, 3) or (T, V*3)) with its optional JSON sidecar, or ARKit curves (Live Link Face .csv, arkit-json .json) posed on the template's blendshapes.")],
+    motion: Annotated[Path, typer.Argument(
+        help="Motion file (.npy, (T, V, 3) or (T, V*3)) with its optional JSON sidecar, or ARKit curves "
+             "(Live Link Face .csv, arkit-json .json) posed on the template's blendshapes.")],
     template: Annotated[
         Optional[str],
         typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the topology named in the motion's sidecar."),
@@ -43,13 +45,14 @@ def render(
     renderer: Annotated[str, typer.Option("--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
-    blendshapes: Annotated[Optional[Path], typer.Option("--blendshapes", help="For ARKit curves: the blendshape basis (.npz/.glb) of the template (default: the template's own; ict ships one).")] = None,
+    blendshapes: Annotated[Optional[Path], typer.Option(
+        "--blendshapes", help="For ARKit curves: the blendshape basis (.npz/.glb) of the template "
+                              "(default: the template's own; ict ships one).")] = None,
 ) -> None:
     """Render a motion to an MP4 with audio (or export it as OBJ/PLY/GLB frames)."""
     from ..export import detect_format, write_motion
-    from ..motion import Motion
-
     from ..export.curves import is_curve_file
+    from ..motion import Motion
 
     if is_curve_file(motion):  # ARKit curves: pose them on the template (default ict)
         from ..arkit import curves_to_motion

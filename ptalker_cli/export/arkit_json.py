@@ -54,7 +54,8 @@ def read_arkit_json(path: str | Path, fps: float | None = None) -> ArkitCurves:
     if isinstance(doc, list):
         doc = {"frames": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list) or not doc["frames"]:
-        raise PtalkerError(f"{path} holds no ARKit frames (expected {{\"fps\": ..., \"frames\": [{{name: weight}}, ...]}})")
+        raise PtalkerError(f"{path} holds no ARKit frames "
+                           "(expected {\"fps\": ..., \"frames\": [{name: weight}, ...]})")
     rate = fps if fps is not None else doc.get("fps")
     if rate is None:
         raise PtalkerError(f"{path} gives no fps; pass --fps")

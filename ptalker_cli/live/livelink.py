@@ -12,7 +12,8 @@ One datagram per frame, all integers and floats big-endian:
 | 4 | frame rate numerator (int32), e.g. 25 |
 | 4 | frame rate denominator (int32), e.g. 1 |
 | 1 | value count, ``61`` (uint8) |
-| 61 × 4 | float32 values: the 52 shapes in Apple's order (:data:`~ptalker_cli.arkit.ARKIT_NAMES`), then head yaw, pitch, roll, left-eye yaw, pitch, roll, right-eye yaw, pitch, roll (0 here) |
+| 61 × 4 | float32: the 52 shapes in Apple's order (:data:`~ptalker_cli.arkit.ARKIT_NAMES`), then head  |
+|        | yaw, pitch, roll, left-eye yaw, pitch, roll, right-eye yaw, pitch, roll (0 here)               |
 
 The values are placed by name into that order, whatever order the curves hold them in.
 Unreal's Live Link Face source listens on UDP port 11111 by default; the subject appears
