@@ -85,6 +85,22 @@ def _node_gltf_validator() -> str | None:
     return None
 
 
+def chromium_binary() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _chromium_three() -> str | None:
+    if chromium_binary() is None:
+        return "no headless Chromium on PATH: apt-get install chromium"
+    js = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+    if not os.path.isdir(os.path.join(js, "node_modules", "three")):
+        return "three.js is not installed for the tests: npm ci --prefix tests/js"
+    return None
+
+
 PROBES: dict[str, Callable[[], str | None]] = {
     "festival": _festival,
     "cc": _c_compiler,
@@ -92,6 +108,7 @@ PROBES: dict[str, Callable[[], str | None]] = {
     "osmesa": _osmesa,
     "egl": _egl,
     "node-gltf-validator": _node_gltf_validator,
+    "chromium-three": _chromium_three,
 }
 
 

@@ -253,3 +253,60 @@ def test_validator_catches_a_broken_animation(tmp_path):
     g2.set_binary_blob(g.binary_blob())
     g2.save_binary(str(tmp_path / "broken.glb"))
     assert validate(tmp_path / "broken.glb")["issues"]["numErrors"] > 0
+
+
+@pytest.mark.system("chromium-three")
+def test_three_js_in_headless_chromium_plays_the_blink_and_the_jaw(tmp_path):
+    """three.js's GLTFLoader + AnimationMixer, in a real browser, move the targets as the curves say."""
+    import functools
+    import html
+    import http.server
+    import re
+    import shutil
+    import threading
+
+    import system
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(JS / "play_rig.html", site / "index.html")
+    (site / "node_modules").symlink_to(JS / "node_modules")
+    build_rig(tmp_path / "rig.glb")
+    c = curves(T=30)
+    animate_rig(tmp_path / "rig.glb", c, site / "out.glb")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    Quiet.extensions_map = {**Quiet.extensions_map, ".js": "text/javascript", ".glb": "model/gltf-binary"}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ks = [0, 4, 9, 13, 18, 22, 29]
+    times = ",".join(f"{k / c.fps:.6f}" for k in ks)
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.html?file=out.glb&t={times}"
+    try:
+        res = subprocess.run([system.chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu",
+                              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+                              "--virtual-time-budget=30000", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=180, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    m = re.search(r'<pre id="out">(.*?)</pre>', res.stdout, re.S)
+    assert m, res.stderr[-2000:]
+    text = html.unescape(m.group(1))
+    assert not text.startswith(("ERROR", "pending")), text
+    result = json.loads(text)
+    assert result["animation"] == "ptalker_arkit"
+    assert result["duration"] == pytest.approx((c.num_frames - 1) / c.fps, abs=1e-4)
+    blink, jaw = [], []
+    for k, sample in zip(ks, result["samples"]):
+        face, teeth = sample["meshes"]["head"], sample["meshes"]["teeth"]
+        assert face["EyeBlinkLeft"] == pytest.approx(float(c.curve("eyeBlinkLeft")[k]), abs=1e-4), k
+        assert face["jawOpen"] == pytest.approx(float(c.curve("jawOpen")[k]), abs=1e-4)
+        assert teeth["JawOpen"] == pytest.approx(float(c.curve("jawOpen")[k]), abs=1e-4)
+        assert face["myCustomShape"] == pytest.approx(0.25)
+        blink.append(face["EyeBlinkLeft"])
+        jaw.append(face["jawOpen"])
+    assert np.ptp(blink) > 0.3 and np.ptp(jaw) > 0.3  # they move
