@@ -214,6 +214,9 @@ def test_cli_animate_with_rig(tmp_path, wav_file):
                                  str(tiny_basis(tmp_path)), "--rig", str(tmp_path / "rig.glb"), "-o",
                                  str(tmp_path / "character.glb")])
     assert r.exit_code == 0, r.output
+    r2 = CliRunner().invoke(app, ["animate", str(wav_file(0.3)), "-m", "tiny", "--rig", str(tmp_path / "rig.glb"),
+                                  "--osc", "127.0.0.1:9"])
+    assert r2.exit_code != 0 and "--rig needs -o OUT.glb" in r2.output
     (line,) = [x for x in r.output.splitlines() if "myCustomShape" in x]  # one summary line
     assert "not predicted, kept at 0: mouthSmileLeft;" in line and "curves the rig has no target for" not in line
     g = pygltflib.GLTF2.load(str(tmp_path / "character.glb"))

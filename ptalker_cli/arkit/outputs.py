@@ -38,6 +38,13 @@ class ArkitOutputs:
         out.senders()  # check HOST:PORT now, before any inference
         return out
 
+    def check_output(self, output: Path | None, fmt: str | None, many: bool) -> None:
+        """One-line errors before any inference: --rig without -o, a bare .json curve output."""
+        if self.rig is not None and output is None:
+            raise PtalkerError(f"--rig needs -o OUT{Path(self.rig).suffix.lower()} (the rig with its animation)")
+        if output is not None and not many:
+            self.writes_curves(output, fmt)
+
     @property
     def live(self) -> bool:
         return bool(self.livelink or self.osc)

@@ -80,8 +80,7 @@ def animate(
     if many and output is not None and output.suffix:
         raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
-    if output is not None and not many:
-        arkit.writes_curves(output, fmt)  # a bad curve output name fails here, before inference
+    arkit.check_output(output, fmt, many)  # before inference
     animator = Animator(load_model(model, device))
     results, failed = [], 0
     with progress(quiet or as_json) as bar:
