@@ -116,6 +116,31 @@ def _tmpfs() -> str | None:
     return None
 
 
+def _node_gltf_validator() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not on PATH: apt-get install nodejs"
+    js = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+    if not os.path.isdir(os.path.join(js, "node_modules", "gltf-validator")):
+        return "the Khronos glTF validator is not installed: npm ci --prefix tests/js"
+    return None
+
+
+def chromium_binary() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _chromium_three() -> str | None:
+    if chromium_binary() is None:
+        return "no headless Chromium on PATH: apt-get install chromium"
+    js = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+    if not os.path.isdir(os.path.join(js, "node_modules", "three")):
+        return "three.js is not installed for the tests: npm ci --prefix tests/js"
+    return None
+
+
 PROBES: dict[str, Callable[[], str | None]] = {
     "festival": _festival,
     "cc": _c_compiler,
@@ -124,6 +149,8 @@ PROBES: dict[str, Callable[[], str | None]] = {
     "egl": _egl,
     "tmpfs": _tmpfs,
     "cuda": _cuda,
+    "node-gltf-validator": _node_gltf_validator,
+    "chromium-three": _chromium_three,
 }
 
 

@@ -11,10 +11,11 @@ import typer
 
 from .. import interrupts
 from ..errors import PtalkerError
+from ..blendshapes.solve import DEFAULT_REGULARIZATION, DEFAULT_SMOOTHNESS
 from ..config import DEFAULT_MODEL
 from .common import console, error, print_json, progress
 
-FORMATS = ("npy", "obj", "ply", "glb", "mp4")
+FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
 FOLDER_FORMATS = ("obj", "ply")  # a folder of frames: -o names the folder itself
 
 
@@ -29,6 +30,8 @@ def _output_for(out: Path, audio: Path, fmt: str | None, many: bool, folder: boo
     if not many and (fmt is None or fmt in FOLDER_FORMATS or not folder):
         return out, fmt
     fmt = fmt or "npy"
+    if fmt in ("csv", "arkit-json"):  # ARKit curves: one file per input
+        return out / f"{audio.stem}.{'csv' if fmt == 'csv' else 'json'}", fmt
     if fmt in FOLDER_FORMATS or fmt == "all":
         return out / audio.stem, fmt
     return out / f"{audio.stem}.{fmt}", fmt
@@ -41,9 +44,11 @@ def _interrupted_note(results: list, total: int) -> str:
 
 def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
-    output_arg: str = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
-                                   "sequence, or a folder that gets INPUT_NAME.FORMAT); with several inputs, a "
-                                   "folder that gets one output per input.", show_default=False),
+    output_arg: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .csv = "
+                                             "ARKit curves for Live Link Face) or folder (OBJ sequence, or a folder "
+                                             "that gets INPUT_NAME.FORMAT); with several inputs, a folder that gets "
+                                             "one output per input. Optional with --livelink/--osc.",
+                                             show_default=False),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
@@ -58,13 +63,31 @@ def animate(
     template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
                                            "with the model's vertex count."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
-                                      "(default: from the -o suffix)."),
+                                      "(default: from the -o suffix; csv and arkit-json are ARKit curves, "
+                                      "see docs/arkit.md)."),
+    rig: Optional[Path] = typer.Option(None, "--rig", help="Your character (.glb/.gltf) with ARKit-named morph "
+                                       "targets: -o gets the same file plus an animation of them."),
+    blendshapes: Optional[Path] = typer.Option(None, "--blendshapes", help="Blendshape basis on the model's mesh "
+                                               "(.npz names+offsets, or a .glb with morph targets) for ARKit "
+                                               "output; default: the template's own (ict ships one)."),
+    bs_regularization: float = typer.Option(DEFAULT_REGULARIZATION, "--bs-regularization",
+                                            help="ARKit solve: weight penalty (relative to an average shape's "
+                                            "energy)."),
+    bs_smoothness: float = typer.Option(DEFAULT_SMOOTHNESS, "--bs-smoothness", help="ARKit solve: penalty on "
+                                        "frame-to-frame weight changes (relative to an average shape's energy)."),
+    livelink: Optional[str] = typer.Option(None, "--livelink", help="Send the ARKit curves live to HOST:PORT as "
+                                           "Live Link Face UDP packets (Unreal: port 11111)."),
+    osc: Optional[str] = typer.Option(None, "--osc", help="Send the ARKit curves live to HOST:PORT over OSC "
+                                      "(VMC protocol, /VMC/Ext/Blend/Val; VTuber apps: port 39539)."),
+    realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace --livelink/--osc frames at the "
+                                  "motion's frame rate, or send them as fast as possible."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Animate a face from speech."""
+    from ..arkit.outputs import ArkitOutputs
     from ..export import detect_format, write_motion
     from ..inference import Animator, load_model
     from ..model.decoding import check_style_strength
@@ -72,15 +95,19 @@ def animate(
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
     check_style_strength(style_strength)
-    output = Path(output_arg)
+    output = None if output_arg is None else Path(output_arg)
     try:
-        is_dir, exists = output.is_dir(), output.exists()
+        is_dir, exists = (output.is_dir(), output.exists()) if output is not None else (False, False)
     except OSError as exc:  # e.g. a name too long for the file system
         raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
-    folder = is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
+    folder = is_dir or (output_arg or "").endswith(("/", os.sep))  # Path() drops a trailing slash
     many = len(audio) > 1
-    if many and (output.suffix or (exists and not is_dir)):
+    if output is None and not (livelink or osc):
+        raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
+    if many and output is not None and (output.suffix or (exists and not is_dir)):
         raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
+    arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
+    arkit.check_output(output, fmt, many)  # before inference
     animator = Animator(load_model(model, device))
     results, failed = [], 0
     interrupts.set_note(lambda: _interrupted_note(results, len(audio)))
@@ -93,10 +120,17 @@ def animate(
             try:
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
-                out, out_fmt = _output_for(output, path, fmt, many, folder)
-                video = (out_fmt or detect_format(out)) in ("mp4", "all")
-                written = write_motion(res.motion, res.topology, out, out_fmt, force=force,
-                                       **({"audio": path} if video else {}))
+                topo = res.topology
+                out, out_fmt = (None, fmt) if output is None else _output_for(output, path, fmt, many, folder)
+                written, note = [], None
+                if arkit.writes_curves(out, out_fmt):
+                    written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
+                elif out is not None:
+                    video = (out_fmt or detect_format(out)) in ("mp4", "all")
+                    written = write_motion(res.motion, topo, out, out_fmt, force=force,
+                                           **({"audio": path} if video else {}))
+                if arkit.live:
+                    arkit.stream(res.motion, topo)
                 entry.update(
                     output=[str(p) for p in written],
                     frames=res.motion.num_frames,
@@ -104,6 +138,7 @@ def animate(
                     seconds=round(time.perf_counter() - t0, 3),
                     subject=res.subject,
                     style=res.style,
+                    **({"arkit": note} if note else {}),
                 )
             except PtalkerError as exc:
                 failed += 1
@@ -121,8 +156,10 @@ def animate(
     elif not quiet:
         for e in results:
             if e["status"] == "ok":
-                console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output'])} ({e['frames']} frames)",
-                              highlight=False)
+                outputs = ", ".join(e["output"]) or "live"
+                console.print(f"[green]✓[/] {e['input']} → {outputs} ({e['frames']} frames)", highlight=False)
+                if e.get("arkit"):
+                    console.print(e["arkit"], highlight=False, markup=False, soft_wrap=True)
     if failed:
         if not as_json:
             error(f"{failed} of {len(audio)} inputs failed")
