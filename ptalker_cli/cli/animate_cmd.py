@@ -10,9 +10,9 @@ from typing import List, Optional
 import typer
 
 from .. import interrupts
-from ..errors import PtalkerError
 from ..blendshapes.solve import DEFAULT_REGULARIZATION, DEFAULT_SMOOTHNESS
 from ..config import DEFAULT_MODEL
+from ..errors import PtalkerError
 from .common import console, error, print_json, progress
 
 FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")

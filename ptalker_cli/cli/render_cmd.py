@@ -57,9 +57,7 @@ def render(
     if is_curve_file(motion):  # ARKit curves: pose them on the template (default ict)
         from ..arkit import curves_to_motion
         from ..export.curves import read_curves
-        from ..mesh import resolve_template
-
-        topo = resolve_template(template or "ict")
+        topo = _load_template(template or "ict", None, None)
         m = curves_to_motion(read_curves(motion), topo, blendshapes)
     else:
         m = Motion.load(motion, fps=None)
