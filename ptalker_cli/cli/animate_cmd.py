@@ -37,6 +37,22 @@ def _output_for(out: Path, audio: Path, fmt: str | None, many: bool, folder: boo
     return out / f"{audio.stem}.{fmt}", fmt
 
 
+def _check_output(output_arg: str | None, inputs: int, live: bool) -> tuple[Path | None, bool]:
+    """``-o`` as a path (None when only sending live) and whether it names a folder; one-line errors."""
+    if output_arg is None:
+        if not live:
+            raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
+        return None, False
+    output = Path(output_arg)
+    try:
+        is_dir, exists = output.is_dir(), output.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
+    if inputs > 1 and (output.suffix or (exists and not is_dir)):
+        raise PtalkerError(f"with {inputs} inputs, -o must be a folder (got the file name {output})")
+    return output, is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
+
+
 def _interrupted_note(results: list, total: int) -> str:
     done = sum(e["status"] == "ok" for e in results)
     return f"{done} of {total} outputs were written, the one in progress was not" if done else "nothing written"
@@ -95,17 +111,8 @@ def animate(
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
     check_style_strength(style_strength)
-    output = None if output_arg is None else Path(output_arg)
-    try:
-        is_dir, exists = (output.is_dir(), output.exists()) if output is not None else (False, False)
-    except OSError as exc:  # e.g. a name too long for the file system
-        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
-    folder = is_dir or (output_arg or "").endswith(("/", os.sep))  # Path() drops a trailing slash
     many = len(audio) > 1
-    if output is None and not (livelink or osc):
-        raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
-    if many and output is not None and (output.suffix or (exists and not is_dir)):
-        raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
+    output, folder = _check_output(output_arg, len(audio), live=bool(livelink or osc))
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
     arkit.check_output(output, fmt, many)  # before inference
     animator = Animator(load_model(model, device))

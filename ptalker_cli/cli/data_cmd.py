@@ -100,7 +100,7 @@ def check_cmd(
     all_rows: bool = typer.Option(False, "--all", help="List every sequence, not only those with problems."),
 ) -> None:
     """Validate a dataset folder; exit status 1 if there are errors."""
-    from ..data.layout import check_dataset
+    from ..data.check import check_dataset
 
     report = check_dataset(root, tolerance_s=tolerance, scan_values=not quick)
     tables = report.tables()
