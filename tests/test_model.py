@@ -127,15 +127,19 @@ def test_modes_give_different_motion():
 
 
 def _record_decode_passes(m, monkeypatch):
-    """Spy on ``m._decode`` (the real method runs): every (extra, memory, use_cache, hidden) of a generate call."""
-    calls, real = [], m._decode
+    """Spy on the engine's ``autoregressive_pass`` (the real one runs): every (extra, memory, use_cache, hidden)
+    of a generate call of ``m``."""
+    from ptalker_cli.model import decoding
 
-    def spy(extra, memory, use_cache):
-        hidden = real(extra, memory, use_cache)
-        calls.append((extra, memory, use_cache, hidden))
+    calls, real = [], decoding.autoregressive_pass
+
+    def spy(model, extra, memory, use_cache):
+        hidden = real(model, extra, memory, use_cache)
+        if model is m:
+            calls.append((extra, memory, use_cache, hidden))
         return hidden
 
-    monkeypatch.setattr(m, "_decode", spy)
+    monkeypatch.setattr(decoding, "autoregressive_pass", spy)
     return calls
 
 
