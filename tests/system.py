@@ -160,3 +160,13 @@ def missing(name: str) -> str | None:
     if name not in PROBES:
         raise KeyError(f"unknown system dependency {name!r}; known: {', '.join(sorted(PROBES))}")
     return PROBES[name]()
+
+
+#: The one warning line ptalker prints where the compiled kernels cannot be built (kernels/build.py):
+#: expected on machines without a C compiler, and not part of what fault tests count.
+KERNEL_NOTICE = "ptalker: compiled CPU kernels unavailable"
+
+
+def stderr_lines(text: str) -> list[str]:
+    """The non-empty lines of a command's stderr, the kernels' fallback notice left out."""
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(KERNEL_NOTICE)]

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import speech_like
+from system import stderr_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -123,7 +124,7 @@ def stop(proc: subprocess.Popen, sig: int, timeout: float = 120.0) -> list[str]:
     assert "Traceback" not in err, err
     left = {p: n for p, n in kids.items() if alive(p)}
     assert not left, f"child processes left running: {left}"
-    return [ln for ln in err.splitlines() if ln.strip()]
+    return stderr_lines(err)
 
 
 def hidden(folder: Path) -> list[str]:
