@@ -107,11 +107,14 @@ def main() -> None:
         audio = torch.randn(1, int(seconds * 16000), device=dev) * 0.1
         enc_t, dec_t = [], []
         for _ in range(args.repeats):
-            sync(); t0 = time.perf_counter()
+            sync()
+            t0 = time.perf_counter()
             feats = model.encode_speech(audio)
-            sync(); t1 = time.perf_counter()
+            sync()
+            t1 = time.perf_counter()
             out = model.decode_motion(feats, tmpl, spec)
-            sync(); t2 = time.perf_counter()
+            sync()
+            t2 = time.perf_counter()
             enc_t.append(t1 - t0)
             dec_t.append(t2 - t1)
         e, d = statistics.median(enc_t), statistics.median(dec_t)

@@ -18,7 +18,6 @@ import numpy as np
 from .errors import MeshError
 from .resources import templates_dir
 
-
 #: Standard region names. ``lip`` is used by the mouth loss and LVE, ``upper_face`` by FDD.
 REGION_NAMES = ("lip", "upper_face")
 

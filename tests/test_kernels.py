@@ -2,10 +2,10 @@
 the warning check CI runs, and failure as "no kernel" rather than an error."""
 
 import ctypes
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from ptalker_cli.kernels import build
 

@@ -330,7 +330,7 @@ def dataclasses_error():
 def test_refinement_codes_on_the_vertex_major_path_equal_the_reference():
     m = _model()
     audio, _, tmpl = _batch(m, frames=40)
-    feats = m.encode_speech(audio)
+    m.encode_speech(audio)
     with torch.inference_mode():
         hidden = torch.randn(1, 40, m.config.feature_dim)
         mask = torch.ones(1, 40, dtype=torch.bool)

@@ -36,8 +36,14 @@ def convert(
 ) -> None:
     """Convert a checkpoint of the authors' released code into a ptalker model folder."""
     from ..model.folder import resolve_template
-    from ..zoo.convert import DATASETS, FORWARD_DIFFERENCES, convert_released, dataset_topology, \
-        load_released_state, write_converted
+    from ..zoo.convert import (
+        DATASETS,
+        FORWARD_DIFFERENCES,
+        convert_released,
+        dataset_topology,
+        load_released_state,
+        write_converted,
+    )
 
     ds = dataset.lower()
     if ds not in DATASETS:

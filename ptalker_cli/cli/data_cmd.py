@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from .. import interrupts
 from .common import GuardedTyper
-from rich.console import Console
 
 data_app = GuardedTyper(help="Prepare and check talking-head datasets (BIWI, VOCASET, your own).",
                        no_args_is_help=True)

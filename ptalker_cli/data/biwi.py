@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._common import PrepareSummary, copy_file, progress_bar, save_npy, save_wav, shipped_region
-from .layout import DatasetLayout, DatasetError, Manifest, SplitRule, REGIONS_DIR
+from .layout import REGIONS_DIR, DatasetError, DatasetLayout, Manifest, SplitRule
 
 BIWI_FPS = 25
 BIWI_NUM_VERTICES = 23370

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
