@@ -243,10 +243,10 @@ def probe_caches() -> dict:
 
 
 def probe_offline() -> dict:
-    from .zoo.hub import _display_endpoint, hub_endpoint, offline_reason
+    from .zoo.hub import hub_endpoint, offline_reason
 
     reason = offline_reason()
-    return {"offline": reason is not None, "reason": reason, "endpoint": _display_endpoint(hub_endpoint())}
+    return {"offline": reason is not None, "reason": reason, "endpoint": hub_endpoint()}
 
 
 PROBES: dict[str, Callable[[], dict]] = {

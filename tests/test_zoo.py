@@ -237,6 +237,16 @@ def test_offline_state_is_read_at_call_time(zoo, monkeypatch):
     assert zoo.requests == [] and constants.HF_HUB_OFFLINE is False
 
 
+def test_endpoint_is_read_at_call_time(zoo, monkeypatch):
+    """huggingface_hub also freezes HF_ENDPOINT at import (here: a fake hub of an earlier test)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    assert hub.hub_endpoint() == zoo.url
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert hub.hub_endpoint() == hub.DEFAULT_ENDPOINT == "https://huggingface.co"
+
+
 def test_corrupt_cached_file_is_caught_offline_and_by_verify(zoo, monkeypatch):
     commit = zoo.add_repo("org/m", {"model.safetensors": BLOB})
     entry = ZooEntry("m", "model", repo_id="org/m", revision=commit, files=(ZooFile("model.safetensors"),))

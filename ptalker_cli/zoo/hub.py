@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 #: Weight files tried, in order, for a speech encoder that is not in the registry.
 SPEECH_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
+#: The hub's address when no argument, :func:`set_endpoint` or ``HF_ENDPOINT`` gives one.
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
 _endpoint_override: str | None = None
 
 
@@ -79,20 +82,17 @@ def set_endpoint(url: str | None) -> None:
     _endpoint_override = url.rstrip("/") if url else None
 
 
-def hub_endpoint(endpoint: str | None = None) -> str | None:
-    """The hub address to use: argument, :func:`set_endpoint`, ``HF_ENDPOINT`` (read now), else the library default."""
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The hub address to use: argument, :func:`set_endpoint`, ``HF_ENDPOINT`` (read now), else
+    :data:`DEFAULT_ENDPOINT` (not ``huggingface_hub.constants.ENDPOINT``, frozen when it was imported)."""
     for value in (endpoint, _endpoint_override, os.environ.get("HF_ENDPOINT")):
         if value:
             return value.rstrip("/")
-    return None
+    return DEFAULT_ENDPOINT
 
 
 def _display_endpoint(endpoint: str | None) -> str:
-    if endpoint:
-        return endpoint
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
+    return endpoint or DEFAULT_ENDPOINT
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
