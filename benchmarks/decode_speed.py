@@ -80,8 +80,10 @@ def main() -> None:
     model = build_model(cfg, topo).to(dev).eval()
     with torch.no_grad():
         model.vertice_decoder.weight.normal_(0, 1e-3)
-    n_params = sum(p.numel() for n, p in model.named_parameters() if "audio_encoder" not in n and "audio_style.backbones" not in n)
-    print(f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()}), "
+    n_params = sum(p.numel() for n, p in model.named_parameters()
+                   if "audio_encoder" not in n and "audio_style.backbones" not in n)
+    print(f"device: {dev} "
+          f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"model: biwi preset, V={cfg.num_vertices}, d={cfg.feature_dim}, decoder layers={cfg.decoder_layers}, "
           f"GAT channels={cfg.gat_channels}, refine passes={cfg.refine_passes}, speech encoders={args.speech_encoders}")
@@ -101,7 +103,8 @@ def main() -> None:
     # warm-up
     model.generate(torch.randn(1, 16000, device=dev) * 0.1, tmpl, spec)
     print("times: median over repeats (best in brackets)")
-    print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>21} {'total s':>9} {'frames/s':>9} {'ms/frame':>9}")
+    print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>21} {'total s':>9} "
+          f"{'frames/s':>9} {'ms/frame':>9}")
     rows = []
     for seconds in args.seconds:
         audio = torch.randn(1, int(seconds * 16000), device=dev) * 0.1
@@ -121,10 +124,12 @@ def main() -> None:
         frames = out.shape[1]
         rows.append((seconds, d))
         best = f"{d:.3f} ({min(dec_t):.3f})"
-        print(f"{seconds:8.1f} {frames:7d} {e:13.3f} {best:>21} {e + d:9.3f} {frames / (e + d):9.1f} {1000 * d / frames:9.2f}")
+        print(f"{seconds:8.1f} {frames:7d} {e:13.3f} {best:>21} {e + d:9.3f} {frames / (e + d):9.1f} "
+              f"{1000 * d / frames:9.2f}")
     if len(rows) >= 2:
         (s0, d0), (s1, d1) = rows[0], rows[-1]
-        print(f"after-encoder time ratio {s1:.0f}s/{s0:.0f}s = {d1 / d0:.2f} (length ratio {s1 / s0:.1f}: linear = same)")
+        print(f"after-encoder time ratio {s1:.0f}s/{s0:.0f}s = {d1 / d0:.2f} "
+              f"(length ratio {s1 / s0:.1f}: linear = same)")
     if dev.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

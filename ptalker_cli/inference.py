@@ -66,12 +66,13 @@ def tiny_model(seed: int = TINY_SEED) -> PTalker:
     return model.eval()
 
 
-def load_model(spec: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", offline: bool | None = None) -> PTalker:
+def load_model(spec: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
+               offline: bool | None = None) -> PTalker:
     """A model by name or address.
 
-    The embedded default (:data:`DEFAULT_MODEL`, verified by sha256), ``tiny`` (built in), a folder holding ``config.json`` + ``model.safetensors`` (e.g. a
-    training run), ``hf://org/repo[@revision]``, or a name of the model registry
-    (``ptalker models list``). Hub files are downloaded into the hub cache and verified;
+    The embedded default (:data:`DEFAULT_MODEL`, verified by sha256), ``tiny`` (built in), a folder holding
+    ``config.json`` + ``model.safetensors`` (e.g. a training run), ``hf://org/repo[@revision]``, or a name of the
+    model registry (``ptalker models list``). Hub files are downloaded into the hub cache and verified;
     ``offline`` (or ``HF_HUB_OFFLINE=1``) uses the cache only. See docs/models.md.
     """
     dev = resolve_device(device)

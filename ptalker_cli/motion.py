@@ -94,7 +94,8 @@ class Motion:
         except (ValueError, OSError, EOFError) as exc:
             # numpy's own message may advise allow_pickle=True (unsafe): say what the file is instead
             raise MotionError(f"cannot read motion file {path}: not a plain .npy array of vertices "
-                              f"({type(exc).__name__}); give a (T, V, 3) float .npy as ptalker animate writes it") from None
+                              f"({type(exc).__name__}); give a (T, V, 3) float .npy as ptalker animate "
+                              f"writes it") from None
         if not isinstance(arr, np.ndarray):  # an .npz archive
             arr.close()
             raise MotionError(f"cannot read motion file {path}: it is an .npz archive; give a (T, V, 3) float .npy")

@@ -203,7 +203,8 @@ def test_full_disk_through_the_real_entry_point(small_fs, speech):
     fill(small_fs, leave=8192)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "ptalker_cli", "animate", str(speech), "-m", "tiny", "-o",
-                           str(small_fs / "out.npy")], capture_output=True, text=True, env=env, timeout=300, check=False)
+                           str(small_fs / "out.npy")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 1, proc.stderr
     lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

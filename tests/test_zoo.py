@@ -290,7 +290,8 @@ def test_load_model_from_hf_uri_registry_name_and_folder(served_model, tiny, tmp
     m2 = load_model("tiny-talker", offline=True)  # same cached blobs, verified records reused
     assert m2.config == m1.config and len(zoo.requests) == n
     assert load_model(str(tmp_path / "tiny-model")).config == tiny.config
-    with pytest.raises(PtalkerError, match="model 'nope' not found: give a model name \\(tiny, synthtalk-ict, tiny-talker\\)"):
+    with pytest.raises(PtalkerError, match="model 'nope' not found: give a model name "
+                                           "\\(tiny, synthtalk-ict, tiny-talker\\)"):
         load_model("nope")
     with pytest.raises(PtalkerError, match="is an audio encoder"):
         load_model("hubert-large-ls960-ft")

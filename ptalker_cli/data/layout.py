@@ -345,7 +345,8 @@ class DatasetLayout:
         if not self.wav_dir.is_dir():
             return []
         return sorted(
-            {p.stem for p in self.wav_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")}
+            {p.stem for p in self.wav_dir.iterdir()
+             if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")}
         )
 
     def sequence_names(self) -> list[str]:

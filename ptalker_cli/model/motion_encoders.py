@@ -159,7 +159,8 @@ class MotionStyleEncoder(nn.Module):
 
 
 class MotionContentEncoder(nn.Module):
-    """E_m^c: FC → causal [Conv1d → instance norm → ReLU] × n → IN → Linear(d, 2d) → PPE → causal transformer → Linear."""
+    """E_m^c: FC → causal [Conv1d → instance norm → ReLU] × n → IN → Linear(d, 2d) → PPE → causal transformer →
+    Linear."""
 
     def __init__(self, dim: int, layers: int, heads: int, conv_layers: int, period: int, dropout: float,
                  causal: bool = True):

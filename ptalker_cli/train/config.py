@@ -74,7 +74,8 @@ class TrainConfig:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # constant | cosine (to lr_min over all steps) | step (x lr_gamma every lr_step_epochs)
+    # constant | cosine (to lr_min over all steps) | step (x lr_gamma every lr_step_epochs)
+    lr_schedule: str = "constant"
     lr_min: float = 0.0
     lr_step_epochs: int = 100
     lr_gamma: float = 0.5
