@@ -42,10 +42,17 @@ def _env(tmp_path: Path) -> dict:
     return env
 
 
+def _default_sigint() -> None:
+    # A launcher that ran pytest in the background (`cmd &` in a script) leaves SIGINT ignored, and
+    # the children would inherit that (the CLI keeps an ignored SIGINT ignored, as nohup expects):
+    # the process under test gets SIGINT's default back, as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ptalker_cli", *[str(a) for a in args]], env=_env(tmp_path),
                             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def descendants(pid: int) -> dict[int, str]:
