@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from ptalker_cli.config import AudioEncoderConfig, preset, tiny_speech_encoder  # noqa: E402
 from ptalker_cli.mesh import Topology  # noqa: E402
-from ptalker_cli.model.ptalker import StyleSpec, build_model  # noqa: E402
+from ptalker_cli.model.decoding import StyleSpec  # noqa: E402
+from ptalker_cli.model.network import build_model  # noqa: E402
 
 
 def biwi_like_topology(num_vertices: int = 23370) -> Topology:
@@ -79,8 +80,10 @@ def main() -> None:
     model = build_model(cfg, topo).to(dev).eval()
     with torch.no_grad():
         model.vertice_decoder.weight.normal_(0, 1e-3)
-    n_params = sum(p.numel() for n, p in model.named_parameters() if "audio_encoder" not in n and "audio_style.backbones" not in n)
-    print(f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()}), "
+    n_params = sum(p.numel() for n, p in model.named_parameters()
+                   if "audio_encoder" not in n and "audio_style.backbones" not in n)
+    print(f"device: {dev} "
+          f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"model: biwi preset, V={cfg.num_vertices}, d={cfg.feature_dim}, decoder layers={cfg.decoder_layers}, "
           f"GAT channels={cfg.gat_channels}, refine passes={cfg.refine_passes}, speech encoders={args.speech_encoders}")
@@ -92,35 +95,41 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    from ptalker_cli.model import native
     from ptalker_cli.model.graph_encoder import native_available
+    from ptalker_cli.model.native_decoder import decoder_native_available
 
-    native_decoder = native.decoder_native_available()
+    native_decoder = decoder_native_available()
     native_gat = native_available()
     # warm-up
     model.generate(torch.randn(1, 16000, device=dev) * 0.1, tmpl, spec)
     print("times: median over repeats (best in brackets)")
-    print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>21} {'total s':>9} {'frames/s':>9} {'ms/frame':>9}")
+    print(f"{'audio s':>8} {'frames':>7} {'speech enc s':>13} {'after enc s':>21} {'total s':>9} "
+          f"{'frames/s':>9} {'ms/frame':>9}")
     rows = []
     for seconds in args.seconds:
         audio = torch.randn(1, int(seconds * 16000), device=dev) * 0.1
         enc_t, dec_t = [], []
         for _ in range(args.repeats):
-            sync(); t0 = time.perf_counter()
+            sync()
+            t0 = time.perf_counter()
             feats = model.encode_speech(audio)
-            sync(); t1 = time.perf_counter()
+            sync()
+            t1 = time.perf_counter()
             out = model.decode_motion(feats, tmpl, spec)
-            sync(); t2 = time.perf_counter()
+            sync()
+            t2 = time.perf_counter()
             enc_t.append(t1 - t0)
             dec_t.append(t2 - t1)
         e, d = statistics.median(enc_t), statistics.median(dec_t)
         frames = out.shape[1]
         rows.append((seconds, d))
         best = f"{d:.3f} ({min(dec_t):.3f})"
-        print(f"{seconds:8.1f} {frames:7d} {e:13.3f} {best:>21} {e + d:9.3f} {frames / (e + d):9.1f} {1000 * d / frames:9.2f}")
+        print(f"{seconds:8.1f} {frames:7d} {e:13.3f} {best:>21} {e + d:9.3f} {frames / (e + d):9.1f} "
+              f"{1000 * d / frames:9.2f}")
     if len(rows) >= 2:
         (s0, d0), (s1, d1) = rows[0], rows[-1]
-        print(f"after-encoder time ratio {s1:.0f}s/{s0:.0f}s = {d1 / d0:.2f} (length ratio {s1 / s0:.1f}: linear = same)")
+        print(f"after-encoder time ratio {s1:.0f}s/{s0:.0f}s = {d1 / d0:.2f} "
+              f"(length ratio {s1 / s0:.1f}: linear = same)")
     if dev.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -235,7 +235,8 @@ def main() -> None:
               f"{picked[sel].mean():.3f} vs {rand[sel].mean():.3f} for a random one (range-normalized)")
     for i, held in enumerate(unseen):
         j = len(train) + i
-        print(f"  unseen {held}: " + ", ".join(f"{p} {pred[j, params.index(p)]:.3f} (true {truth[j, params.index(p)]:.3f})"
+        print(f"  unseen {held}: " + ", ".join(f"{p} {pred[j, params.index(p)]:.3f} "
+                                               f"(true {truth[j, params.index(p)]:.3f})"
                                                for p in AUDIBLE))
     if args.plot:
         pdata = args.plot_data or args.data

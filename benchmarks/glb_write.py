@@ -82,7 +82,7 @@ def main() -> None:
         print(f"{'':<14}{'':>7}{'wall / cpu':>14}  {'':<10}{'wall / cpu':>12}{'wall / cpu':>13}")
         for label, wav in clips.items():
             a_wall, a_cpu, res = best(lambda w=wav: animator.animate(w), args.repeats)
-            topo = animator.template_for(res.subject or None, None)
+            topo = res.topology
             for name, opts in LAYOUTS.items():
                 out = tmp / f"{name}.glb"
                 g_wall, g_cpu, _ = best(

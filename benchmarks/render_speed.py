@@ -37,7 +37,7 @@ from ptalker_cli.errors import PtalkerError  # noqa: E402
 from ptalker_cli.export import render_video  # noqa: E402
 from ptalker_cli.export.renderers import create_renderer  # noqa: E402
 from ptalker_cli.export.scene import NormalComputer, frame_camera, mesh_bounds  # noqa: E402
-from ptalker_cli.mesh import Topology, resolve_template  # noqa: E402
+from ptalker_cli.mesh import Topology, resolve_mesh  # noqa: E402
 from ptalker_cli.motion import Motion  # noqa: E402
 
 BIWI_VERTICES = 23370
@@ -115,7 +115,8 @@ def bench_render(backend: str, topo: Topology, motion: Motion, res: int) -> tupl
         return n / (time.perf_counter() - t0), (_cpu() - c0) / n * 1000
 
 
-def bench_end_to_end(backend: str, topo: Topology, motion: Motion, res: int, wav: Path, folder: Path) -> tuple[float, float]:
+def bench_end_to_end(backend: str, topo: Topology, motion: Motion, res: int, wav: Path,
+                     folder: Path) -> tuple[float, float]:
     out = folder / f"{backend}_{topo.name}_{res}.mp4"
     t0, c0 = time.perf_counter(), _cpu()
     render_video(motion, topo, out, wav, resolution=res, renderer=backend, force=True)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import soundfile as sf
 
-    ict = resolve_template("ict")
+    ict = resolve_mesh("ict")
     jaw = jaw_offsets(ict)
     big, big_jaw = subdivide_to(ict, jaw, BIWI_VERTICES)
     meshes = [(ict, jaw), (big, big_jaw)]
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         sf.write(wav, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
         print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores; fps drops with load)")
         print("cpu ms/frame: CPU time of this process and ffmpeg per frame, all cores added up")
-        print(f"{'backend':<10} {'mesh':<8} {'size':>8} {'render fps':>11} {'cpu ms/fr':>10} {'end-to-end fps':>15} {'cpu ms/fr':>10}")
+        print(f"{'backend':<10} {'mesh':<8} {'size':>8} {'render fps':>11} {'cpu ms/fr':>10} "
+              f"{'end-to-end fps':>15} {'cpu ms/fr':>10}")
         for backend in args.backends.split(","):
             for topo, offs in meshes:
                 motion = make_motion(topo, offs, args.frames)
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                         print(f"{backend:<10} {topo.name:<8} unavailable: {exc}")
                         break
                     print(
-                        f"{backend:<10} {topo.name:<8} {f'{res}x{res}':>8} {fr:>11.1f} {cr:>10.1f} {fe:>15.1f} {ce:>10.1f}",
+                        f"{backend:<10} {topo.name:<8} {f'{res}x{res}':>8} {fr:>11.1f} {cr:>10.1f} "
+                        f"{fe:>15.1f} {ce:>10.1f}",
                         flush=True,
                     )
         print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from decode_speed import biwi_like_topology, large_encoder  # noqa: E402
+
 from ptalker_cli.config import tiny_speech_encoder  # noqa: E402
 from ptalker_cli.mesh import Topology  # noqa: E402
 

@@ -18,7 +18,7 @@ _EXPORTS = {
     "Motion": ("ptalker_cli.motion", "Motion"),
     "Topology": ("ptalker_cli.mesh", "Topology"),
     "ModelConfig": ("ptalker_cli.config", "ModelConfig"),
-    "PTalker": ("ptalker_cli.model.ptalker", "PTalker"),
+    "PTalker": ("ptalker_cli.model.network", "PTalker"),
     "PtalkerError": ("ptalker_cli.errors", "PtalkerError"),
 }
 

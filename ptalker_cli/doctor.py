@@ -96,7 +96,8 @@ def probe_device() -> dict:
 
 
 def probe_kernels() -> dict:
-    from .model import graph_encoder, native
+    from .kernels import build as native
+    from .model import graph_encoder, native_decoder
 
     cc = os.environ.get("CC", "cc")
     path = shutil.which(cc)
@@ -112,7 +113,7 @@ def probe_kernels() -> dict:
             info["compiler_version"] = _first_output_line([path, "--version"])
         except Exception as exc:  # noqa: BLE001
             info["compiler_version"] = _error(exc)
-    for key, available, lib in (("decoder", native.decoder_native_available, native._decoder_lib),
+    for key, available, lib in (("decoder", native_decoder.decoder_native_available, native_decoder._decoder_lib),
                                 ("graph_encoder", graph_encoder.native_available, graph_encoder._gat_lib)):
         if available():
             info[key] = {"native": True, "library": getattr(lib._lib, "_name", None)}
@@ -230,7 +231,7 @@ def folder_size(path: Path) -> int:
 
 
 def probe_caches() -> dict:
-    from .model.native import cache_dir
+    from .kernels.build import cache_dir
     from .zoo.hub import hub_cache_dir, ptalker_cache_dir
 
     info = {}
@@ -242,10 +243,10 @@ def probe_caches() -> dict:
 
 
 def probe_offline() -> dict:
-    from .zoo.hub import _display_endpoint, hub_endpoint, offline_reason
+    from .zoo.hub import hub_endpoint, offline_reason
 
     reason = offline_reason()
-    return {"offline": reason is not None, "reason": reason, "endpoint": _display_endpoint(hub_endpoint())}
+    return {"offline": reason is not None, "reason": reason, "endpoint": hub_endpoint()}
 
 
 PROBES: dict[str, Callable[[], dict]] = {

@@ -10,7 +10,7 @@
   (whose voice this sounds like; models with ``audio_style_speaker_head``);
 * ``style_from=``: the motion style of a reference motion (.npy);
 * ``style_strength``: scales the personal part of the style code, from 0 (audio style only) to 2
-  (:data:`~ptalker_cli.model.ptalker.STYLE_STRENGTH_RANGE`).
+  (:data:`~ptalker_cli.model.decoding.STYLE_STRENGTH_RANGE`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import torch
 from .audio import SAMPLE_RATE, load_audio
 from .config import DEFAULT_MODEL, preset
 from .errors import PtalkerError
-from .mesh import Topology, resolve_template, tiny_topology
-from .model.ptalker import PTalker, StyleSpec, build_model, check_style_strength
+from .mesh import Topology, tiny_topology
+from .model.decoding import StyleSpec, check_style_strength
+from .model.folder import resolve_template
+from .model.network import PTalker, build_model
 from .motion import Motion
 
 TINY_SEED = 0
@@ -64,12 +66,13 @@ def tiny_model(seed: int = TINY_SEED) -> PTalker:
     return model.eval()
 
 
-def load_model(spec: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", offline: bool | None = None) -> PTalker:
+def load_model(spec: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
+               offline: bool | None = None) -> PTalker:
     """A model by name or address.
 
-    The embedded default (:data:`DEFAULT_MODEL`, verified by sha256), ``tiny`` (built in), a folder holding ``config.json`` + ``model.safetensors`` (e.g. a
-    training run), ``hf://org/repo[@revision]``, or a name of the model registry
-    (``ptalker models list``). Hub files are downloaded into the hub cache and verified;
+    The embedded default (:data:`DEFAULT_MODEL`, verified by sha256), ``tiny`` (built in), a folder holding
+    ``config.json`` + ``model.safetensors`` (e.g. a training run), ``hf://org/repo[@revision]``, or a name of the
+    model registry (``ptalker models list``). Hub files are downloaded into the hub cache and verified;
     ``offline`` (or ``HF_HUB_OFFLINE=1``) uses the cache only. See docs/models.md.
     """
     dev = resolve_device(device)
@@ -107,6 +110,8 @@ class AnimateResult:
     motion: Motion
     subject: str
     style: str
+    #: the mesh the motion animates (the model's, with the subject's or the given template)
+    topology: Topology
 
 
 class Animator:
@@ -216,7 +221,7 @@ class Animator:
             "audio": source,
         }
         motion = Motion(verts[0].float().cpu().numpy(), cfg.fps, topo.name, meta)
-        return AnimateResult(motion, subject or "", style_label)
+        return AnimateResult(motion, subject or "", style_label, topo)
 
 
 def animate(audio, model: str | Path | PTalker = DEFAULT_MODEL, device: str = "auto", **kwargs) -> Motion:

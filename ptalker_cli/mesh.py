@@ -18,7 +18,6 @@ import numpy as np
 from .errors import MeshError
 from .resources import templates_dir
 
-
 #: Standard region names. ``lip`` is used by the mouth loss and LVE, ``upper_face`` by FDD.
 REGION_NAMES = ("lip", "upper_face")
 
@@ -177,22 +176,18 @@ def load_builtin(name: str) -> Topology:
     return Topology.load_saved(folder)
 
 
-def resolve_template(spec: str | Path, subject: str | None = None) -> Topology:
-    """A template given as a shipped name (``ict``, ``tiny``), a mesh file, or a model folder.
+def resolve_mesh(spec: str | Path) -> Topology:
+    """A template given as a shipped name (``ict``, ``tiny``) or a mesh file.
 
-    For a model folder (``config.json`` + ``model.safetensors``) the model's mesh is
-    used, with ``subject``'s own template when the model holds one.
+    (A model folder's mesh: :func:`ptalker_cli.model.folder.resolve_template`, which takes
+    all three.)
     """
     spec_s = str(spec)
     if spec_s == "tiny":
         return tiny_topology()
     path = Path(spec_s)
     if path.is_dir():
-        if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
-            raise MeshError(f"{path} is a folder but not a model folder (config.json + model.safetensors)")
-        from .model.ptalker import model_topology
-
-        return model_topology(path, subject)
+        raise MeshError(f"{path} is a folder, not a mesh file or a shipped template name")
     if path.suffix and (path.exists() or "/" in spec_s or "\\" in spec_s):
         return load_mesh_file(path)
     return load_builtin(spec_s)

@@ -87,10 +87,18 @@ class Motion:
         path = Path(path)
         if not path.exists():
             raise MotionError(f"motion file {path} does not exist")
+        if path.is_dir():
+            raise MotionError(f"motion file {path} is a folder; give a .npy file of (T, V, 3) vertices")
         try:
             arr = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise MotionError(f"cannot read motion file {path}: {exc}") from None
+        except (ValueError, OSError, EOFError) as exc:
+            # numpy's own message may advise allow_pickle=True (unsafe): say what the file is instead
+            raise MotionError(f"cannot read motion file {path}: not a plain .npy array of vertices "
+                              f"({type(exc).__name__}); give a (T, V, 3) float .npy as ptalker animate "
+                              f"writes it") from None
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise MotionError(f"cannot read motion file {path}: it is an .npz archive; give a (T, V, 3) float .npy")
         meta: dict[str, Any] = {}
         side = path.with_suffix(".json")
         if side.exists():

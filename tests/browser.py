@@ -26,7 +26,6 @@ import functools
 import http.server
 import io
 import os
-import shutil
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -50,15 +49,13 @@ CHROMIUM_ARGS = (
     "--no-default-browser-check",
     "--metrics-recording-only",
 )
-_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
 
 def chromium_path() -> str | None:
-    for name in _CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    """The system's Chromium (the same search as tests/system.py's probes)."""
+    from system import chromium_binary
+
+    return chromium_binary()
 
 
 @functools.cache

@@ -3,7 +3,6 @@ import tempfile
 import warnings
 
 import pytest
-
 import system
 
 # ---------------------------------------------------------------------------- hermetic env

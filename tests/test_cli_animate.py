@@ -151,7 +151,7 @@ def test_unknown_model_is_an_error(wav_file, tmp_path):
 
 
 def test_render_takes_a_model_folder_as_template(wav_file, tmp_path, tiny):
-    from ptalker_cli.mesh import resolve_template
+    from ptalker_cli.model.folder import resolve_template
 
     tiny.save_pretrained(tmp_path / "model")
     motion = tmp_path / "m.npy"

@@ -31,6 +31,8 @@ from ptalker_cli.cli.app import app
 from ptalker_cli.config import BIWI_SUBJECTS, tiny_speech_encoder
 from ptalker_cli.errors import ConfigError
 from ptalker_cli.mesh import tiny_topology
+from ptalker_cli.model.audio_encoders import normalize_audio
+from ptalker_cli.model.decoding import StyleSpec
 from ptalker_cli.zoo.convert import (
     FORWARD_DIFFERENCES,
     SWITCHES_FOR_EXACT_REPRODUCTION,
@@ -38,7 +40,6 @@ from ptalker_cli.zoo.convert import (
     load_released_state,
     write_converted,
 )
-from ptalker_cli.model.ptalker import StyleSpec, normalize_audio
 
 D = 16  # feature_dim
 PERIOD = 25
@@ -697,9 +698,8 @@ def test_configs_written_before_the_released_switches_still_load():
 
 # ----------------------------------------------------------------------------- CLI
 def test_convert_command_end_to_end(tmp_path):
-    from ptalker_cli.cli.convert_cmd import convert
     from ptalker_cli.data.testing import make_fake_dataset
-    from ptalker_cli.model.ptalker import PTalker
+    from ptalker_cli.model.network import PTalker
 
     _, state, topo = released_state(seed=7)
     ckpt = tmp_path / "BIWI_model.pth"

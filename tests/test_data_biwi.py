@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from ptalker_cli.data import DatasetLayout, check_dataset
+from ptalker_cli.data._common import shipped_region
 from ptalker_cli.data.biwi import (
     BIWI_NUM_VERTICES,
     normalize_biwi,
@@ -21,7 +22,6 @@ from ptalker_cli.data.biwi import (
     write_vl,
 )
 from ptalker_cli.data.layout import DatasetError
-from ptalker_cli.data._common import shipped_region
 from ptalker_cli.data.testing import make_fake_biwi
 from ptalker_cli.mesh import read_region_file, tiny_topology
 

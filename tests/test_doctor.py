@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ptalker_cli import doctor as doc
 from ptalker_cli.cli.app import app
-from ptalker_cli.model import native
+from ptalker_cli.kernels import build as native
 
 runner = CliRunner()
 

@@ -137,6 +137,28 @@ def test_accepts_flat_layout_and_torch():
         pytest.approx(M.lve(pred, gt, [1, 2]), rel=1e-6)
 
 
+def test_training_validation_lve_is_the_evaluation_lve():
+    """One lip-sync metric: the validation pass of ``ptalker train`` pools eval.metrics' per-frame LVE."""
+    from ptalker_cli.train.validation import lip_error_sums
+
+    g = torch.Generator().manual_seed(5)
+    pred = torch.randn(3, 7, 10, 3, generator=g)
+    gt = torch.randn(3, 7, 10, 3, generator=g)
+    lengths = [7, 4, 0]  # padded batch: the third sequence has no valid frame
+    mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+    lip = torch.tensor([2, 5, 5, 8])  # a repeated id changes nothing
+    total, frames = lip_error_sums(pred, gt, lip, mask)
+    assert frames == 11
+    pairs = [(pred[i, :n].numpy(), gt[i, :n].numpy()) for i, n in enumerate(lengths) if n]
+    assert total / frames == pytest.approx(M.lve_pooled(pairs, lip.numpy()), rel=1e-12)
+    # mixed precision: the validation outputs may be bf16; the metric reads them as they are
+    half = pred.to(torch.bfloat16)
+    assert M.lve(half[0], gt[0], lip) == pytest.approx(M.lve(half[0].float().numpy(), gt[0].numpy(), lip.numpy()))
+    b_total, b_frames = lip_error_sums(half, gt, lip, mask)
+    assert (b_total, b_frames) == pytest.approx((sum(M.lve_per_frame(half[i, :n].float(), gt[i, :n], lip).sum()
+                                                     for i, n in enumerate(lengths) if n), 11.0))
+
+
 # --------------------------------------------------------------------------- truncation and errors
 
 

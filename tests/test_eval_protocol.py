@@ -104,7 +104,7 @@ def test_unseen_style_rules(tiny, dataset, monkeypatch):
         calls.append((subject, style))
         level = {"S1": 1.0, "S2": 2.0, "S3": 6.0}.get(style, 0.5) if isinstance(style, str) else 0.5
         verts = np.repeat(template.vertices[None], 12, axis=0) + level
-        return AnimateResult(Motion(verts, 25.0), subject or "", str(style))
+        return AnimateResult(Motion(verts, 25.0), subject or "", str(style), template)
 
     monkeypatch.setattr(Animator, "animate", fake_animate)
     res = evaluate(tiny, dataset, ["X9_s01", "S2_s01"], unseen_style="average")

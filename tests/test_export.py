@@ -187,3 +187,26 @@ def test_write_refused_by_the_file_system_is_one_line(topo, fmt):
         write_motion(_motion(topo, frames=2), topo, Path("/proc") / f"ptalker-test.{fmt}", fmt)
     _one_line(ei.value)
     assert str(ei.value).startswith("could not write /proc/ptalker-test")  # fileio.write_errors
+
+
+@pytest.mark.parametrize("make", ["wav", "object-array", "folder", "npz"])
+def test_a_file_that_is_not_a_motion_is_one_line_without_unsafe_advice(tmp_path, make):
+    """Motion.load (used by --style-from, render, eval) names the problem; it never passes on numpy's
+    advice to load with allow_pickle=True."""
+    from ptalker_cli.errors import MotionError
+
+    path = tmp_path / "m.npy"
+    if make == "wav":
+        path = tmp_path / "speech.wav"
+        path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    elif make == "object-array":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif make == "folder":
+        path.mkdir()
+    else:
+        np.savez(path.with_suffix(".npz"), a=np.zeros(3))
+        path = path.with_suffix(".npz")
+    with pytest.raises(MotionError) as ei:
+        Motion.load(path)
+    msg = str(ei.value)
+    assert "\n" not in msg and "allow_pickle" not in msg and str(path) in msg, msg

@@ -27,6 +27,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import speech_like
+from system import stderr_lines
 from typer.testing import CliRunner
 
 from ptalker_cli.cli.app import app
@@ -202,9 +203,10 @@ def test_full_disk_through_the_real_entry_point(small_fs, speech):
     fill(small_fs, leave=8192)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "ptalker_cli", "animate", str(speech), "-m", "tiny", "-o",
-                           str(small_fs / "out.npy")], capture_output=True, text=True, env=env, timeout=300, check=False)
+                           str(small_fs / "out.npy")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 1, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"could not write {small_fs / 'out.npy'}: {NO_SPACE}" in lines[0], lines[0]
     assert leftovers(small_fs) == []

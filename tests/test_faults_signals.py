@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import speech_like
+from system import stderr_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -41,10 +42,17 @@ def _env(tmp_path: Path) -> dict:
     return env
 
 
+def _default_sigint() -> None:
+    # A launcher that ran pytest in the background (`cmd &` in a script) leaves SIGINT ignored, and
+    # the children would inherit that (the CLI keeps an ignored SIGINT ignored, as nohup expects):
+    # the process under test gets SIGINT's default back, as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ptalker_cli", *[str(a) for a in args]], env=_env(tmp_path),
                             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -123,7 +131,7 @@ def stop(proc: subprocess.Popen, sig: int, timeout: float = 120.0) -> list[str]:
     assert "Traceback" not in err, err
     left = {p: n for p, n in kids.items() if alive(p)}
     assert not left, f"child processes left running: {left}"
-    return [ln for ln in err.splitlines() if ln.strip()]
+    return stderr_lines(err)
 
 
 def hidden(folder: Path) -> list[str]:

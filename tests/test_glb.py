@@ -25,7 +25,7 @@ from ptalker_cli.export.glb import GlbOptions, read_glb, write_glb
 from ptalker_cli.export.motion_basis import ErrorBudget, fit_basis, fit_normal_deltas, vertex_normals
 from ptalker_cli.export.scene import NormalComputer
 from ptalker_cli.inference import DEFAULT_MODEL, Animator, load_model
-from ptalker_cli.mesh import resolve_template, tiny_topology
+from ptalker_cli.mesh import resolve_mesh, tiny_topology
 from ptalker_cli.motion import Motion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def mouth_motion(topo, frames: int, fps: float = 25.0, seed: int = 0, noise_mm: 
 
 @pytest.fixture(scope="module")
 def ict():
-    return resolve_template("ict")
+    return resolve_mesh("ict")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def example(tmp_path_factory):
     """The README's example through the default model, as ``ptalker animate`` makes it."""
     animator = Animator(load_model(DEFAULT_MODEL, offline=True))
     res = animator.animate(EXAMPLE)
-    return res.motion, animator.template_for(res.subject or None, None)
+    return res.motion, res.topology
 
 
 # ----------------------------------------------------------------------------- an independent decoder
@@ -287,7 +287,7 @@ def test_unknown_units_are_written_unscaled_with_a_head_sized_budget(tmp_path):
     assert err.max() <= 1.0 and err[:, topo.region("lip")].max() <= 0.5
 
 
-@pytest.mark.parametrize("make", [lambda: resolve_template("ict"), tiny_topology], ids=["ict", "tiny"])
+@pytest.mark.parametrize("make", [lambda: resolve_mesh("ict"), tiny_topology], ids=["ict", "tiny"])
 def test_shipped_templates_face_plus_z_with_y_up(make):
     """The lips are below the upper face (+Y up) and in front of the head's middle (+Z forward)."""
     topo = make()

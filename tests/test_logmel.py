@@ -6,8 +6,9 @@ import torch
 from ptalker_cli.config import logmel_encoder, preset
 from ptalker_cli.mesh import tiny_topology
 from ptalker_cli.model.audio_encoders import SpeechEncoder, build_speech_model, conv_output_length
+from ptalker_cli.model.decoding import StyleSpec
 from ptalker_cli.model.logmel import mel_filterbank
-from ptalker_cli.model.ptalker import PTalker, StyleSpec, build_model
+from ptalker_cli.model.network import PTalker, build_model
 
 
 def test_mel_filterbank_is_triangular_and_ordered():

@@ -9,7 +9,9 @@ import torch
 from ptalker_cli.config import ABLATIONS, ModelConfig, preset
 from ptalker_cli.errors import ConfigError
 from ptalker_cli.mesh import tiny_topology
-from ptalker_cli.model.ptalker import PTalker, StyleSpec, build_model
+from ptalker_cli.model.decoding import StyleSpec, refine_codes
+from ptalker_cli.model.motion_encoders import shift_right
+from ptalker_cli.model.network import PTalker, build_model
 
 
 def _model(**overrides):
@@ -125,15 +127,19 @@ def test_modes_give_different_motion():
 
 
 def _record_decode_passes(m, monkeypatch):
-    """Spy on ``m._decode`` (the real method runs): every (extra, memory, use_cache, hidden) of a generate call."""
-    calls, real = [], m._decode
+    """Spy on the engine's ``autoregressive_pass`` (the real one runs): every (extra, memory, use_cache, hidden)
+    of a generate call of ``m``."""
+    from ptalker_cli.model import decoding
 
-    def spy(extra, memory, use_cache):
-        hidden = real(extra, memory, use_cache)
-        calls.append((extra, memory, use_cache, hidden))
+    calls, real = [], decoding.autoregressive_pass
+
+    def spy(model, extra, memory, use_cache):
+        hidden = real(model, extra, memory, use_cache)
+        if model is m:
+            calls.append((extra, memory, use_cache, hidden))
         return hidden
 
-    monkeypatch.setattr(m, "_decode", spy)
+    monkeypatch.setattr(decoding, "autoregressive_pass", spy)
     return calls
 
 
@@ -324,13 +330,11 @@ def dataclasses_error():
 def test_refinement_codes_on_the_vertex_major_path_equal_the_reference():
     m = _model()
     audio, _, tmpl = _batch(m, frames=40)
-    feats = m.encode_speech(audio)
+    m.encode_speech(audio)
     with torch.inference_mode():
         hidden = torch.randn(1, 40, m.config.feature_dim)
         mask = torch.ones(1, 40, dtype=torch.bool)
-        fast = m._refine_codes(hidden, mask)
-        from ptalker_cli.model.ptalker import shift_right
-
+        fast = refine_codes(m, hidden, mask)
         disp = m.vertice_decoder(hidden).view(1, 40, -1, 3)
         ref = m.motion_codes(shift_right(disp), mask)
         assert m.graph_encoder.native_vertex_major_ok(hidden)  # the fast path really runs here
@@ -360,3 +364,37 @@ def test_style_strength_range_in_the_library(tiny):
         assert "\n" not in str(ei.value)
     with pytest.raises(PtalkerError, match="outside"):  # refused before any work is done
         Animator(tiny).animate(np.zeros(16000, np.float32), subject="S1", style_strength=-5)
+
+
+def test_pretrained_speech_encoders_come_from_the_loader_passed_in():
+    """The model layer does not download: a speech encoder without hf_config needs a loader."""
+    from transformers import HubertConfig
+
+    from ptalker_cli.config import AudioEncoderConfig, tiny_speech_encoder
+    from ptalker_cli.model.audio_encoders import build_speech_model
+
+    spec = AudioEncoderConfig(kind="hubert", model_id="org/some-hubert", revision="v1")
+    with pytest.raises(ConfigError, match="load_pretrained"):
+        build_speech_model(spec)
+    calls = []
+
+    def loader(model_cls, model_id, revision, **overrides):
+        calls.append((model_cls.__name__, model_id, revision, overrides["layerdrop"]))
+        return model_cls(HubertConfig(**tiny_speech_encoder("hubert").hf_config))
+
+    model, filled = build_speech_model(spec, loader)
+    assert calls == [("HubertModel", "org/some-hubert", "v1", spec.layerdrop)]
+    assert filled.hf_config["hidden_size"] == model.config.hidden_size and filled.model_id == "org/some-hubert"
+
+
+def test_animate_result_carries_the_mesh_it_animates(tiny):
+    from ptalker_cli.inference import Animator
+
+    wave = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    animator = Animator(tiny)
+    res = animator.animate(wave, subject="U1")  # a subject with its own template
+    np.testing.assert_array_equal(res.topology.vertices, tiny.subject_templates[3].numpy())
+    np.testing.assert_array_equal(res.topology.faces, tiny.topology.faces)
+    assert res.motion.num_vertices == res.topology.num_vertices
+    res = animator.animate(wave, subject="U1", template=tiny_topology(12, 16).with_vertices(tiny.template.numpy() + 1))
+    np.testing.assert_allclose(res.topology.vertices, tiny.template.numpy() + 1)

@@ -1,19 +1,20 @@
-"""The fused native decode pass (ptalker_cli.model.native.decode_pass) against the PyTorch
-cached step loop of PTalker._decode, and the fallback when the kernel is disabled."""
+"""The fused native decode pass (ptalker_cli.model.native_decoder.decode_pass) against the PyTorch
+cached step loop of decoding.autoregressive_pass, and the fallback when the kernel is disabled."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ptalker_cli.model import native
+from ptalker_cli.model import native_decoder as native
 from ptalker_cli.model.decoder import MotionDecoder
+from ptalker_cli.model.decoding import autoregressive_pass
 
 # the fused kernel needs a C compiler (tests/system.py): skipped where none, a failure in CI
 needs_native = pytest.mark.system("native")
 
 
 def torch_pass(dec, memory, token0, extra, w_fold, b_fold):
-    """PTalker._decode's PyTorch cached loop, verbatim."""
+    """autoregressive_pass's PyTorch cached loop, verbatim."""
     state = dec.prepare(memory)
     b, t, d = extra.shape
     out = extra.new_empty(b, t, d)
@@ -118,11 +119,11 @@ def test_ptalker_decode_native_and_fallback(monkeypatch):
     with torch.inference_mode():
         ref = torch_pass(m.decoder, memory, first + extra[:, :1], extra, w_fold, b_fold)
         monkeypatch.setenv("PTALKER_NO_NATIVE", "1")
-        fallback = m._decode(extra, memory, True)
+        fallback = autoregressive_pass(m, extra, memory, True)
         assert native.decode_pass(m.decoder, m.decoder.prepare(memory), first + extra[:, :1],
                                   extra, w_fold, b_fold) is None
         monkeypatch.delenv("PTALKER_NO_NATIVE")
-        fast = m._decode(extra, memory, True)
+        fast = autoregressive_pass(m, extra, memory, True)
     assert torch.equal(fallback, ref)  # disabled: exactly the PyTorch loop as before
     assert (fast - ref).abs().max() <= 1e-5
     if native.decoder_native_available():
@@ -136,7 +137,7 @@ def test_ptalker_decode_with_autograd_uses_torch_loop():
     memory = torch.randn(1, 5 * k, d, generator=g)
     m.train()
     m.decoder.eval()  # no dropout, but gradients are wanted
-    out = m._decode(extra, memory, True)
+    out = autoregressive_pass(m, extra, memory, True)
     assert out.requires_grad  # the PyTorch loop ran (the kernel has no autograd)
 
 

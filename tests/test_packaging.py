@@ -1,7 +1,8 @@
 """The package metadata, the README's commands and CI stay consistent."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from ptalker_cli.export import render_still, render_video
 from ptalker_cli.export.renderers import create_renderer
 from ptalker_cli.export.scene import NormalComputer, frame_camera, mesh_bounds
 from ptalker_cli.export.video import ffmpeg_exe
-from ptalker_cli.mesh import resolve_template, tiny_topology
+from ptalker_cli.mesh import resolve_mesh, tiny_topology
 from ptalker_cli.motion import Motion
 
 needs_egl = pytest.mark.system("egl")  # moderngl / pyrender over EGL
@@ -41,7 +41,7 @@ for _cand in (ICT_ASSETS, Path("/work/shared/assets/ict-facekit")):
 
 @pytest.fixture(scope="module")
 def ict():
-    return resolve_template("ict")
+    return resolve_mesh("ict")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def _probe(path: Path) -> dict:
     audio_seconds = None
     if has_audio:
         raw = subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "16000", "-"],
+            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "16000",
+             "-"],
             capture_output=True,
         ).stdout
         audio_seconds = len(raw) / 2 / 16000
@@ -199,7 +200,8 @@ def test_render_clip_with_audio(tmp_path, ict, jaw):
     wav = _sine_wav(tmp_path / "speech.wav", 0.48)
     out = tmp_path / "clip.mp4"
     calls = []
-    assert render_video(motion, ict, out, wav, resolution=128, renderer="moderngl", progress=lambda d, n: calls.append((d, n))) == out
+    assert render_video(motion, ict, out, wav, resolution=128, renderer="moderngl",
+                        progress=lambda d, n: calls.append((d, n))) == out
     assert calls[-1] == (12, 12)
     p = _probe(out)
     assert len(p["frames"]) == 12
@@ -344,7 +346,8 @@ def test_cli_render(tmp_path, ict, jaw):
     m.save(tmp_path / "m.npy")
     wav = _sine_wav(tmp_path / "a.wav", 0.24)
     runner = CliRunner()
-    res = runner.invoke(_app(), ["render", str(tmp_path / "m.npy"), "-a", str(wav), "-o", str(tmp_path / "o.mp4"), "-r", "64"])
+    res = runner.invoke(_app(), ["render", str(tmp_path / "m.npy"), "-a", str(wav), "-o", str(tmp_path / "o.mp4"),
+                                 "-r", "64"])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "o.mp4" in res.output
     p = _probe(tmp_path / "o.mp4")
@@ -370,7 +373,8 @@ def test_no_backend_gives_one_line_with_packages(monkeypatch):
         raise Exception("eglGetDisplay failed\nsecond line")
 
     def no_pyrender(*a, **k):
-        raise renderers.RendererUnavailable("pyrender found no working offscreen OpenGL; install the system packages with `x`")
+        raise renderers.RendererUnavailable("pyrender found no working offscreen OpenGL; "
+                                            "install the system packages with `x`")
 
     monkeypatch.setattr(moderngl, "create_context", no_egl)
     t = tiny_topology()

@@ -9,7 +9,7 @@ import torch
 from ptalker_cli.config import ModelConfig, preset
 from ptalker_cli.errors import ConfigError
 from ptalker_cli.mesh import tiny_topology
-from ptalker_cli.model.ptalker import build_model
+from ptalker_cli.model.network import build_model
 from ptalker_cli.train.style_pretrain import pretrain_audio_style
 
 

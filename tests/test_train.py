@@ -163,7 +163,7 @@ def test_overfits_one_sequence(dataset, tmp_path, one_thread):
     assert res.steps == 25
     assert after < 0.1 * before, (before, after)
     # the run folder is the best model and loads strictly
-    from ptalker_cli.model.ptalker import PTalker
+    from ptalker_cli.model.network import PTalker
 
     loaded = PTalker.from_pretrained(tmp_path / "run")
     for k, v in t.model.state_dict().items():
@@ -372,7 +372,7 @@ def test_checkpoint_swap_recovers_from_a_crash(dataset, tmp_path, one_thread):
 
 
 def test_no_validation_split_keeps_the_last_model(dataset, tmp_path, one_thread):
-    from ptalker_cli.model.ptalker import PTalker
+    from ptalker_cli.model.network import PTalker
     from ptalker_cli.train.trainer import train
 
     run = tmp_path / "run"

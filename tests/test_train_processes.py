@@ -32,8 +32,9 @@ def _env():
 
 
 def _train_cmd(dataset, out, *extra):
-    return [sys.executable, "-m", "ptalker_cli.train", "--data", str(dataset), "--preset", "tiny", "--out", str(out),
-            "--deterministic", "--seed", "3", "--set", "threads=1", "--set", "tensorboard=false", "--quiet", *extra]
+    return [sys.executable, "-m", "ptalker_cli", "train", "--data", str(dataset), "--preset", "tiny",
+            "--out", str(out), "--deterministic", "--seed", "3", "--set", "threads=1", "--set", "tensorboard=false",
+            "--quiet", *extra]
 
 
 def _weights(folder):
@@ -97,7 +98,7 @@ def test_resume_after_sigkill_is_exact(dataset, tmp_path):
 def test_ddp_two_processes_gloo(dataset, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "ptalker_cli.train", "--data", str(dataset), "--preset", "tiny", "--out", str(run),
+           "-m", "ptalker_cli", "train", "--data", str(dataset), "--preset", "tiny", "--out", str(run),
            "--epochs", "2", "--batch-size", "1", "--set", "threads=1", "--set", "tensorboard=false",
            "--stage1-epochs", "1", "--quiet"]
     res = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, timeout=300)
@@ -113,7 +114,7 @@ def test_ddp_two_processes_gloo(dataset, tmp_path):
     assert len(epochs) == 2 and all("val_objective" in r for r in epochs)
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["world_size"] == 2
-    from ptalker_cli.model.ptalker import PTalker
+    from ptalker_cli.model.network import PTalker
 
     PTalker.from_pretrained(run)
     PTalker.from_pretrained(run / "last")

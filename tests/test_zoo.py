@@ -237,6 +237,16 @@ def test_offline_state_is_read_at_call_time(zoo, monkeypatch):
     assert zoo.requests == [] and constants.HF_HUB_OFFLINE is False
 
 
+def test_endpoint_is_read_at_call_time(zoo, monkeypatch):
+    """huggingface_hub also freezes HF_ENDPOINT at import (here: a fake hub of an earlier test)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    assert hub.hub_endpoint() == zoo.url
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert hub.hub_endpoint() == hub.DEFAULT_ENDPOINT == "https://huggingface.co"
+
+
 def test_corrupt_cached_file_is_caught_offline_and_by_verify(zoo, monkeypatch):
     commit = zoo.add_repo("org/m", {"model.safetensors": BLOB})
     entry = ZooEntry("m", "model", repo_id="org/m", revision=commit, files=(ZooFile("model.safetensors"),))
@@ -280,7 +290,8 @@ def test_load_model_from_hf_uri_registry_name_and_folder(served_model, tiny, tmp
     m2 = load_model("tiny-talker", offline=True)  # same cached blobs, verified records reused
     assert m2.config == m1.config and len(zoo.requests) == n
     assert load_model(str(tmp_path / "tiny-model")).config == tiny.config
-    with pytest.raises(PtalkerError, match="model 'nope' not found: give a model name \\(tiny, synthtalk-ict, tiny-talker\\)"):
+    with pytest.raises(PtalkerError, match="model 'nope' not found: give a model name "
+                                           "\\(tiny, synthtalk-ict, tiny-talker\\)"):
         load_model("nope")
     with pytest.raises(PtalkerError, match="is an audio encoder"):
         load_model("hubert-large-ls960-ft")
@@ -333,6 +344,7 @@ def _tiny_hubert_files(tmp_path):
 
 def test_speech_encoder_from_registry_and_hub_id(zoo, tmp_path, monkeypatch):
     from ptalker_cli.model.audio_encoders import build_speech_model
+    from ptalker_cli.zoo.hub import load_pretrained_speech_model
 
     model, files = _tiny_hubert_files(tmp_path)
     commit = zoo.add_repo("test-org/tiny-hubert", files)
@@ -340,19 +352,21 @@ def test_speech_encoder_from_registry_and_hub_id(zoo, tmp_path, monkeypatch):
                             files=tuple(ZooFile(n, sha256(b)) for n, b in files.items()), encoder="hubert",
                             license="apache-2.0"))
     spec = AudioEncoderConfig(kind="hubert", model_id="test-org/tiny-hubert", revision=commit)
-    built, filled = build_speech_model(spec)
+    built, filled = build_speech_model(spec, load_pretrained_speech_model)
     ref = model.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in built.state_dict().items() if k in ref)
     assert filled.hf_config["hidden_size"] == 32
     # the same through the registry name, offline, from the cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     n = len(zoo.requests)
-    again, _ = build_speech_model(AudioEncoderConfig(kind="hubert", model_id="tiny-hubert"))
+    again, _ = build_speech_model(AudioEncoderConfig(kind="hubert", model_id="tiny-hubert"),
+                                  load_pretrained_speech_model)
     assert len(zoo.requests) == n
     assert torch.equal(again.encoder.layer_norm.weight, model.encoder.layer_norm.weight)
     # an unregistered hub id not in the cache: one line naming what to download
     with pytest.raises(PtalkerError, match="ptalker models download hf://test-org/other@main"):
-        build_speech_model(AudioEncoderConfig(kind="hubert", model_id="test-org/other", revision="main"))
+        build_speech_model(AudioEncoderConfig(kind="hubert", model_id="test-org/other", revision="main"),
+                           load_pretrained_speech_model)
 
 
 def test_unregistered_speech_encoder_falls_back_to_pytorch_model_bin(zoo, tmp_path):

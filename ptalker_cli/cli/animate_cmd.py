@@ -10,11 +10,12 @@ from typing import List, Optional
 import typer
 
 from .. import interrupts
-from ..errors import PtalkerError
+from ..blendshapes.solve import DEFAULT_REGULARIZATION, DEFAULT_SMOOTHNESS
 from ..config import DEFAULT_MODEL
+from ..errors import PtalkerError
 from .common import console, error, print_json, progress
 
-FORMATS = ("npy", "obj", "ply", "glb", "mp4")
+FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
 FOLDER_FORMATS = ("obj", "ply")  # a folder of frames: -o names the folder itself
 
 
@@ -29,9 +30,40 @@ def _output_for(out: Path, audio: Path, fmt: str | None, many: bool, folder: boo
     if not many and (fmt is None or fmt in FOLDER_FORMATS or not folder):
         return out, fmt
     fmt = fmt or "npy"
+    if fmt in ("csv", "arkit-json"):  # ARKit curves: one file per input
+        return out / f"{audio.stem}.{'csv' if fmt == 'csv' else 'json'}", fmt
     if fmt in FOLDER_FORMATS or fmt == "all":
         return out / audio.stem, fmt
     return out / f"{audio.stem}.{fmt}", fmt
+
+
+def _check_output(output_arg: str | None, inputs: int, live: bool) -> tuple[Path | None, bool]:
+    """``-o`` as a path (None when only sending live) and whether it names a folder; one-line errors."""
+    if output_arg is None:
+        if not live:
+            raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
+        return None, False
+    output = Path(output_arg)
+    try:
+        is_dir, exists = output.is_dir(), output.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
+    if inputs > 1 and (output.suffix or (exists and not is_dir)):
+        raise PtalkerError(f"with {inputs} inputs, -o must be a folder (got the file name {output})")
+    return output, is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
+
+
+def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, force: bool) -> list[Path]:
+    """npy/obj/ply/glb/mp4/all through write_motion: the audio is muxed into an MP4 and written beside
+    a GLB (OUT.wav); ``glb``: the --glb-* options (glb output only)."""
+    from ..export import detect_format, write_motion
+
+    chosen = fmt or detect_format(out)
+    if glb is not None and chosen not in ("glb", "all"):
+        raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
+    with_audio = chosen in ("mp4", "glb", "all")
+    return write_motion(motion, topo, out, fmt, force=force, glb=glb if chosen in ("glb", "all") else None,
+                        **({"audio": audio} if with_audio else {}))
 
 
 def _interrupted_note(results: list, total: int) -> str:
@@ -41,9 +73,11 @@ def _interrupted_note(results: list, total: int) -> str:
 
 def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
-    output_arg: str = typer.Option(..., "-o", "--output", help="Output file (.npy, .glb, .mp4) or folder (OBJ "
-                                   "sequence, or a folder that gets INPUT_NAME.FORMAT); with several inputs, a "
-                                   "folder that gets one output per input.", show_default=False),
+    output_arg: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .csv = "
+                                             "ARKit curves for Live Link Face) or folder (OBJ sequence, or a folder "
+                                             "that gets INPUT_NAME.FORMAT); with several inputs, a folder that gets "
+                                             "one output per input. Optional with --livelink/--osc.",
+                                             show_default=False),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
@@ -58,7 +92,24 @@ def animate(
     template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
                                            "with the model's vertex count."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
-                                      "(default: from the -o suffix)."),
+                                      "(default: from the -o suffix; csv and arkit-json are ARKit curves, "
+                                      "see docs/arkit.md)."),
+    rig: Optional[Path] = typer.Option(None, "--rig", help="Your character (.glb/.gltf) with ARKit-named morph "
+                                       "targets: -o gets the same file plus an animation of them."),
+    blendshapes: Optional[Path] = typer.Option(None, "--blendshapes", help="Blendshape basis on the model's mesh "
+                                               "(.npz names+offsets, or a .glb with morph targets) for ARKit "
+                                               "output; default: the template's own (ict ships one)."),
+    bs_regularization: float = typer.Option(DEFAULT_REGULARIZATION, "--bs-regularization",
+                                            help="ARKit solve: weight penalty (relative to an average shape's "
+                                            "energy)."),
+    bs_smoothness: float = typer.Option(DEFAULT_SMOOTHNESS, "--bs-smoothness", help="ARKit solve: penalty on "
+                                        "frame-to-frame weight changes (relative to an average shape's energy)."),
+    livelink: Optional[str] = typer.Option(None, "--livelink", help="Send the ARKit curves live to HOST:PORT as "
+                                           "Live Link Face UDP packets (Unreal: port 11111)."),
+    osc: Optional[str] = typer.Option(None, "--osc", help="Send the ARKit curves live to HOST:PORT over OSC "
+                                      "(VMC protocol, /VMC/Ext/Blend/Val; VTuber apps: port 39539)."),
+    realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace --livelink/--osc frames at the "
+                                  "motion's frame rate, or send them as fast as possible."),
     glb_motion: Optional[str] = typer.Option(None, "--glb-motion", help="GLB motion layout: compact (a few "
                                              "principal shapes + per-frame weights, within 0.1 mm RMS; default) or "
                                              "per-frame (one morph target per frame: large)."),
@@ -70,23 +121,19 @@ def animate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Animate a face from speech."""
-    from ..export import detect_format, glb_options, write_motion
+    from ..arkit.outputs import ArkitOutputs
+    from ..export import glb_options
     from ..inference import Animator, load_model
-    from ..model.ptalker import check_style_strength
+    from ..model.decoding import check_style_strength
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
     check_style_strength(style_strength)
     glb = glb_options(glb_motion, glb_quantize)
-    output = Path(output_arg)
-    try:
-        is_dir, exists = output.is_dir(), output.exists()
-    except OSError as exc:  # e.g. a name too long for the file system
-        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
-    folder = is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
     many = len(audio) > 1
-    if many and (output.suffix or (exists and not is_dir)):
-        raise PtalkerError(f"with {len(audio)} inputs, -o must be a folder (got the file name {output})")
+    output, folder = _check_output(output_arg, len(audio), live=bool(livelink or osc))
+    arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
+    arkit.check_output(output, fmt, many)  # before inference
     animator = Animator(load_model(model, device))
     results, failed = [], 0
     interrupts.set_note(lambda: _interrupted_note(results, len(audio)))
@@ -99,15 +146,15 @@ def animate(
             try:
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
-                out, out_fmt = _output_for(output, path, fmt, many, folder)
-                topo = animator.template_for(res.subject or None, template)
-                chosen = out_fmt or detect_format(out)
-                if glb is not None and chosen not in ("glb", "all"):
-                    raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
-                with_audio = chosen in ("mp4", "glb", "all")  # muxed into the MP4, OUT.wav beside a GLB
-                written = write_motion(res.motion, topo, out, out_fmt, force=force,
-                                       glb=glb if chosen in ("glb", "all") else None,
-                                       **({"audio": path} if with_audio else {}))
+                topo = res.topology
+                out, out_fmt = (None, fmt) if output is None else _output_for(output, path, fmt, many, folder)
+                written, note = [], None
+                if arkit.writes_curves(out, out_fmt):
+                    written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
+                elif out is not None:
+                    written = _write_mesh(res.motion, topo, out, out_fmt, path, glb, force)
+                if arkit.live:
+                    arkit.stream(res.motion, topo)
                 entry.update(
                     output=[str(p) for p in written],
                     frames=res.motion.num_frames,
@@ -115,6 +162,7 @@ def animate(
                     seconds=round(time.perf_counter() - t0, 3),
                     subject=res.subject,
                     style=res.style,
+                    **({"arkit": note} if note else {}),
                 )
             except PtalkerError as exc:
                 failed += 1
@@ -132,8 +180,10 @@ def animate(
     elif not quiet:
         for e in results:
             if e["status"] == "ok":
-                console.print(f"[green]✓[/] {e['input']} → {', '.join(e['output'])} ({e['frames']} frames)",
-                              highlight=False)
+                outputs = ", ".join(e["output"]) or "live"
+                console.print(f"[green]✓[/] {e['input']} → {outputs} ({e['frames']} frames)", highlight=False)
+                if e.get("arkit"):
+                    console.print(e["arkit"], highlight=False, markup=False, soft_wrap=True)
     if failed:
         if not as_json:
             error(f"{failed} of {len(audio)} inputs failed")

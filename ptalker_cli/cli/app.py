@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from .. import interrupts
 from ..errors import PtalkerError
 from .animate_cmd import animate

@@ -8,11 +8,9 @@ import sys
 from typing import Any
 
 import typer
-
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+from ..console import console
 
 
 def progress(quiet: bool = False) -> Progress:

@@ -35,9 +35,15 @@ def convert(
     as_json: bool = typer.Option(False, "--json", help="Print the conversion report as JSON on stdout."),
 ) -> None:
     """Convert a checkpoint of the authors' released code into a ptalker model folder."""
-    from ..mesh import resolve_template
-    from ..zoo.convert import DATASETS, FORWARD_DIFFERENCES, convert_released, dataset_topology, \
-        load_released_state, write_converted
+    from ..model.folder import resolve_template
+    from ..zoo.convert import (
+        DATASETS,
+        FORWARD_DIFFERENCES,
+        convert_released,
+        dataset_topology,
+        load_released_state,
+        write_converted,
+    )
 
     ds = dataset.lower()
     if ds not in DATASETS:

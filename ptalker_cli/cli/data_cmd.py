@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from .. import interrupts
 from .common import GuardedTyper
-from rich.console import Console
 
 data_app = GuardedTyper(help="Prepare and check talking-head datasets (BIWI, VOCASET, your own).",
                        no_args_is_help=True)
@@ -40,7 +40,8 @@ def prepare_biwi_cmd(
     out_dir: Path = typer.Argument(..., help="Output dataset folder."),
     subject: Optional[list[str]] = typer.Option(None, "--subject", "-s", help="Only this subject (repeatable)."),
     lip_region: Optional[Path] = typer.Option(None, help="Own lip region file (default: shipped CodeTalker lve.txt)."),
-    upper_face_region: Optional[Path] = typer.Option(None, help="Own upper-face region file (default: shipped fdd.txt)."),
+    upper_face_region: Optional[Path] = typer.Option(None, help="Own upper-face region file "
+                                                     "(default: shipped fdd.txt)."),
     no_regions: bool = typer.Option(False, "--no-regions", help="Write no region files."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo files that already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -59,12 +60,16 @@ def prepare_biwi_cmd(
 
 @prepare_app.command("vocaset")
 def prepare_vocaset_cmd(
-    raw_dir: Path = typer.Argument(..., help="VOCASET release: data_verts.npy, raw_audio_fixed.pkl, templates.pkl, subj_seq_to_idx.pkl."),
+    raw_dir: Path = typer.Argument(..., help="VOCASET release: data_verts.npy, raw_audio_fixed.pkl, templates.pkl, "
+                                   "subj_seq_to_idx.pkl."),
     out_dir: Path = typer.Argument(..., help="Output dataset folder."),
-    faces: Optional[Path] = typer.Option(None, "--faces", help="FLAME template mesh for the faces (FLAME_sample.ply; default RAW_DIR/FLAME_sample.ply)."),
-    fps: int = typer.Option(30, "--fps", help="Output frame rate: 30 keeps every 2nd frame of the 60 fps capture; 60 keeps all."),
+    faces: Optional[Path] = typer.Option(None, "--faces", help="FLAME template mesh for the faces "
+                                         "(FLAME_sample.ply; default RAW_DIR/FLAME_sample.ply)."),
+    fps: int = typer.Option(30, "--fps", help="Output frame rate: 30 keeps every 2nd frame of the 60 fps capture; "
+                            "60 keeps all."),
     subject: Optional[list[str]] = typer.Option(None, "--subject", "-s", help="Only this subject (repeatable)."),
-    lip_region: str = typer.Option("mouth_map", help="Lip region: mouth_map (FLAME lips), lve, lip, sorted_unique, a file path, or none."),
+    lip_region: str = typer.Option("mouth_map", help="Lip region: mouth_map (FLAME lips), lve, lip, sorted_unique, "
+                                   "a file path, or none."),
     upper_face_region: Optional[Path] = typer.Option(None, help="Upper-face (FDD) region file; none ships for FLAME."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo files that already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -95,12 +100,13 @@ def _print_summary(summary) -> None:
 @data_app.command("check")
 def check_cmd(
     root: Path = typer.Argument(..., help="Dataset folder (with dataset.json)."),
-    tolerance: float = typer.Option(0.5, help="Allowed motion/audio duration difference in seconds (or 10 %, whichever is larger)."),
+    tolerance: float = typer.Option(0.5, help="Allowed motion/audio duration difference in seconds "
+                                    "(or 10 %, whichever is larger)."),
     quick: bool = typer.Option(False, "--quick", help="Skip the NaN scan of the vertex data."),
     all_rows: bool = typer.Option(False, "--all", help="List every sequence, not only those with problems."),
 ) -> None:
     """Validate a dataset folder; exit status 1 if there are errors."""
-    from ..data.layout import check_dataset
+    from ..data.check import check_dataset
 
     report = check_dataset(root, tolerance_s=tolerance, scan_values=not quick)
     tables = report.tables()

@@ -24,7 +24,8 @@ def eval_command(
                              "the CSV files."),
     unseen_style: str = typer.Option("audio", "--unseen-style", help="Style for subjects the model was not "
                                      "trained on: audio (from the audio alone), average (mean of the predictions "
-                                     "conditioned on each training identity), blend (uniform identity blend) or voice (identities "
+                                     "conditioned on each training identity), blend (uniform identity blend) or "
+                                     "voice (identities "
                                      "blended by whose voice it sounds like; models with a speaker head)."),
     lip_region: Optional[str] = typer.Option(None, "--lip-region", help="Lip region for LVE: a file of vertex ids, "
                                              "a VOCASET list (mouth_map, lve, lip, sorted_unique) or none "

@@ -189,8 +189,7 @@ def path(
     download_missing: bool = typer.Option(False, "--download", help="Download it first if it is not cached."),
 ) -> None:
     """Print the local folder of a cached model (nothing else on stdout)."""
-    from ..zoo.hub import cached_file, entry_folder, parse_hf_uri, snapshot_root
-    from ..zoo.hub import MODEL_FILES
+    from ..zoo.hub import MODEL_FILES, cached_file, entry_folder, parse_hf_uri, snapshot_root
     from ..zoo.registry import load_registry
 
     if download_missing:

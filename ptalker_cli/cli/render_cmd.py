@@ -1,4 +1,4 @@
-"""``ptalker render``: a saved motion (.npy) to MP4 (or OBJ/PLY/GLB/npy).
+"""``ptalker render``: a saved motion (.npy), or ARKit curves (.csv/.json), to MP4 (or OBJ/PLY/GLB/npy).
 
 Registered by the app as ``app.command("render")(render)``. It only parses options and
 calls :mod:`ptalker_cli.export`; errors are :class:`~ptalker_cli.errors.PtalkerError`
@@ -16,7 +16,7 @@ from ..errors import PtalkerError
 
 
 def _load_template(spec: str | None, motion_topology: str, subject: str | None = None):
-    from ..mesh import resolve_template
+    from ..model.folder import resolve_template
 
     if spec is None:
         if motion_topology in ("", "unknown"):
@@ -26,7 +26,9 @@ def _load_template(spec: str | None, motion_topology: str, subject: str | None =
 
 
 def render(
-    motion: Annotated[Path, typer.Argument(help="Motion file (.npy, (T, V, 3) or (T, V*3)) with its optional JSON sidecar.")],
+    motion: Annotated[Path, typer.Argument(
+        help="Motion file (.npy, (T, V, 3) or (T, V*3)) with its optional JSON sidecar, or ARKit curves "
+             "(Live Link Face .csv, arkit-json .json) posed on the template's blendshapes.")],
     template: Annotated[
         Optional[str],
         typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the topology named in the motion's sidecar."),
@@ -48,14 +50,24 @@ def render(
     renderer: Annotated[str, typer.Option("--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    blendshapes: Annotated[Optional[Path], typer.Option(
+        "--blendshapes", help="For ARKit curves: the blendshape basis (.npz/.glb) of the template "
+                              "(default: the template's own; ict ships one).")] = None,
 ) -> None:
     """Render a motion to an MP4 with audio (or export it as OBJ/PLY/GLB frames)."""
     from ..export import detect_format, glb_options, write_motion
+    from ..export.curves import is_curve_file
     from ..motion import Motion
 
     glb = glb_options(glb_motion, glb_quantize)
-    m = Motion.load(motion, fps=None)
-    topo = _load_template(template, m.topology, m.meta.get("subject"))
+    if is_curve_file(motion):  # ARKit curves: pose them on the template (default ict)
+        from ..arkit import curves_to_motion
+        from ..export.curves import read_curves
+        topo = _load_template(template or "ict", None, None)
+        m = curves_to_motion(read_curves(motion), topo, blendshapes)
+    else:
+        m = Motion.load(motion, fps=None)
+        topo = _load_template(template, m.topology, m.meta.get("subject"))
     out = output if output is not None else motion.with_suffix(".mp4")
     chosen = (fmt or detect_format(out)).lower()
     gt = Motion.load(side_by_side) if side_by_side is not None else None

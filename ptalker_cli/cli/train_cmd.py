@@ -10,7 +10,6 @@ from typing import List, Optional
 import typer
 
 from ..config import PRESETS
-
 from ..errors import ConfigError
 from .common import console, print_json
 

@@ -6,13 +6,12 @@ See docs/datasets.md. Heavy pieces (torch) are imported lazily, so
 
 from __future__ import annotations
 
+from .check import CheckReport, check_dataset
 from .layout import (
-    CheckReport,
     DatasetError,
     DatasetLayout,
     Manifest,
     SplitRule,
-    check_dataset,
     sentence_number,
     split_name,
 )

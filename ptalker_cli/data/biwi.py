@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._common import PrepareSummary, copy_file, progress_bar, save_npy, save_wav, shipped_region
-from .layout import DatasetLayout, DatasetError, Manifest, SplitRule, REGIONS_DIR
+from .layout import REGIONS_DIR, DatasetError, DatasetLayout, Manifest, SplitRule
 
 BIWI_FPS = 25
 BIWI_NUM_VERTICES = 23370
@@ -325,8 +325,40 @@ def prepare_biwi(
             raise DatasetError(f"subjects {unknown} not found under {raw_dir / 'faces'}; found {sorted(corpus)}")
         corpus = {s: corpus[s] for s in subjects}
     summary = PrepareSummary("biwi", out_dir)
+    templates, faces_of, ref_faces = _biwi_templates(raw_dir, corpus, summary)
+    num_vertices = len(next(iter(templates.values())))
+    region_files = _resolve_regions(regions, num_vertices, BIWI_REGION_FILES, "biwi", BIWI_NUM_VERTICES)
+    for subj, tmpl in templates.items():
+        path = layout.template_path(subj)
+        if overwrite or not path.exists():
+            save_npy(path, tmpl)
 
-    # templates and faces from the rigid scans
+    total = sum(len(s) for s in corpus.values())
+    with progress_bar(progress, total, "BIWI") as advance:
+        for subj, seqs in corpus.items():
+            ss = summary.subject(subj)
+            for seq, src in seqs.items():
+                try:
+                    _convert_biwi_sequence(raw_dir, layout, subj, seq, src, faces_of[subj], num_vertices, ss,
+                                           overwrite=overwrite, sample_rate=sample_rate)
+                except DatasetError as exc:
+                    ss.failed += 1
+                    ss.notes.append(f"{seq}: {exc}")
+                advance(f"{subj}_{seq}")
+
+    region_entries = write_regions(out_dir, region_files)
+    from ..mesh import Topology, read_region_file
+
+    generic = np.mean(np.stack(list(templates.values())), axis=0)
+    topo_regions = {k: read_region_file(p) for k, p in region_files.items()}
+    Topology("biwi", generic, ref_faces, topo_regions, "normalized").save(layout.topology_dir)
+    _write_biwi_manifest(layout, summary, set(templates), num_vertices, region_entries, sample_rate,
+                         all_subjects=subjects is None)
+    return summary
+
+
+def _biwi_templates(raw_dir: Path, corpus: Mapping[str, Any], summary: PrepareSummary):
+    """(subject -> normalised template, subject -> faces, the reference faces) from ``rigid_scans/<subject>.obj``."""
     faces_of: dict[str, np.ndarray] = {}
     templates: dict[str, np.ndarray] = {}
     for subj in corpus:
@@ -339,7 +371,6 @@ def prepare_biwi(
         faces_of[subj] = faces
         templates[subj] = normalize_biwi(verts, faces)
     counts = {s: len(t) for s, t in templates.items()}
-    num_vertices = next(iter(counts.values()))
     if len(set(counts.values())) != 1:
         raise DatasetError(f"rigid scans have different vertex counts {counts}; all BIWI scans share one topology")
     ref_subj = next(iter(faces_of))
@@ -347,58 +378,43 @@ def prepare_biwi(
     for subj, f in faces_of.items():
         if f.shape != ref_faces.shape or not np.array_equal(f, ref_faces):
             summary.notes.append(f"faces of {subj} differ from {ref_subj}; its own faces are used for its area")
-    region_files = _resolve_regions(regions, num_vertices, BIWI_REGION_FILES, "biwi", BIWI_NUM_VERTICES)
+    return templates, faces_of, ref_faces
 
-    for subj, tmpl in templates.items():
-        path = layout.template_path(subj)
-        if overwrite or not path.exists():
-            save_npy(path, tmpl)
 
-    total = sum(len(s) for s in corpus.values())
-    with progress_bar(progress, total, "BIWI") as advance:
-        for subj, seqs in corpus.items():
-            ss = summary.subject(subj)
-            for seq, src in seqs.items():
-                name = f"{subj}_{seq}"
-                vpath = layout.vertices_path(name)
-                wpath = out_dir / "wav" / f"{name}.wav"
-                try:
-                    if overwrite or not vpath.exists():
-                        frames = _frame_sources(src)
-                        if not frames:
-                            raise DatasetError(f"{src} holds no frame_XXX.vl files")
-                        nums = [n for n, _, _ in frames]
-                        if nums != list(range(nums[0], nums[0] + len(nums))):
-                            ss.notes.append(f"{seq}: frame numbers have gaps")
-                        stack = np.stack([parse_vl(read(), label, num_vertices) for _, label, read in frames])
-                        save_npy(vpath, normalize_biwi(stack, faces_of[subj]))
-                        ss.written += 1
-                        ss.frames += len(stack)
-                        did = True
-                    else:
-                        did = False
-                    if overwrite or not wpath.exists():
-                        audio_src = _find_audio(raw_dir, subj, seq)
-                        if audio_src is None:
-                            ss.notes.append(f"{seq}: no audio")
-                        else:
-                            save_wav(wpath, _load_audio_any(audio_src, sample_rate), sample_rate)
-                            did = True
-                    if not did:
-                        ss.skipped += 1
-                except DatasetError as exc:
-                    ss.failed += 1
-                    ss.notes.append(f"{seq}: {exc}")
-                advance(name)
+def _convert_biwi_sequence(raw_dir: Path, layout: DatasetLayout, subj: str, seq: str, src, faces: np.ndarray,
+                           num_vertices: int, ss, *, overwrite: bool, sample_rate: int) -> None:
+    """One take: its frames into ``vertices_npy/`` (normalised), its audio into ``wav/``; finished files are
+    skipped unless ``overwrite``."""
+    name = f"{subj}_{seq}"
+    vpath = layout.vertices_path(name)
+    wpath = layout.wav_dir / f"{name}.wav"
+    did = False
+    if overwrite or not vpath.exists():
+        frames = _frame_sources(src)
+        if not frames:
+            raise DatasetError(f"{src} holds no frame_XXX.vl files")
+        nums = [n for n, _, _ in frames]
+        if nums != list(range(nums[0], nums[0] + len(nums))):
+            ss.notes.append(f"{seq}: frame numbers have gaps")
+        stack = np.stack([parse_vl(read(), label, num_vertices) for _, label, read in frames])
+        save_npy(vpath, normalize_biwi(stack, faces))
+        ss.written += 1
+        ss.frames += len(stack)
+        did = True
+    if overwrite or not wpath.exists():
+        audio_src = _find_audio(raw_dir, subj, seq)
+        if audio_src is None:
+            ss.notes.append(f"{seq}: no audio")
+        else:
+            save_wav(wpath, _load_audio_any(audio_src, sample_rate), sample_rate)
+            did = True
+    if not did:
+        ss.skipped += 1
 
-    region_entries = write_regions(out_dir, region_files)
-    from ..mesh import Topology, read_region_file
 
-    generic = np.mean(np.stack(list(templates.values())), axis=0)
-    topo_regions = {k: read_region_file(p) for k, p in region_files.items()}
-    Topology("biwi", generic, ref_faces, topo_regions, "normalized").save(layout.topology_dir)
-
-    present = set(templates)
+def _write_biwi_manifest(layout: DatasetLayout, summary: PrepareSummary, present: set[str], num_vertices: int,
+                         region_entries: dict[str, str], sample_rate: int, all_subjects: bool) -> None:
+    """``dataset.json`` with the standard splits restricted to the subjects present; the split sizes."""
     splits = {}
     for key, rule in BIWI_SPLITS.items():
         subs = [s for s in rule["subjects"] if s in present]
@@ -422,9 +438,8 @@ def prepare_biwi(
         },
     )
     missing = [s for s in BIWI_TRAIN_SUBJECTS + BIWI_TEST_B_SUBJECTS if s not in present]
-    if missing and subjects is None:
+    if missing and all_subjects:
         summary.notes.append(f"subjects not found (left out of the splits): {', '.join(missing)}")
-    manifest.save(out_dir)
+    manifest.save(layout.root)
     names = layout.sequence_names()
     summary.split_sizes = {k: len(r.select(names)) for k, r in splits.items()}
-    return summary

@@ -129,11 +129,68 @@ def prepare_vocaset(
         sample_rate: output audio rate (16 kHz).
         overwrite / progress: as for :func:`~ptalker_cli.data.biwi.prepare_biwi`.
     """
-    import soxr
-
-    from ..mesh import Topology, load_mesh_file, read_region_file
+    from ..mesh import Topology, read_region_file
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    stride, faces_mesh, flame = _check_raw_vocaset(raw_dir, faces_mesh, fps)
+    layout = DatasetLayout(out_dir)
+    summary = PrepareSummary("vocaset", out_dir)
+    index = safe_load_pickle(raw_dir / "subj_seq_to_idx.pkl")
+    templates = safe_load_pickle(raw_dir / "templates.pkl")
+    if not isinstance(index, dict) or not isinstance(templates, dict):
+        raise DatasetError(f"{raw_dir}: subj_seq_to_idx.pkl and templates.pkl must hold dicts keyed by subject")
+    verts = _raw_vertices(raw_dir, flame.num_vertices, faces_mesh)
+    num_vertices = int(verts.shape[1])
+    all_subjects = sorted(index)
+    if subjects is not None:
+        unknown = sorted(set(subjects) - set(index))
+        if unknown:
+            raise DatasetError(f"subjects {unknown} not in subj_seq_to_idx.pkl; it has {all_subjects}")
+        all_subjects = [s for s in all_subjects if s in subjects]
+
+    regions: dict[str, Path] = {}
+    if lip_region is not None:
+        lip = str(lip_region)
+        regions["lip"] = (shipped_region("vocaset", VOCASET_LIP_REGIONS[lip]) if lip in VOCASET_LIP_REGIONS
+                          else Path(lip))
+    if upper_face_region is not None:
+        regions["upper_face"] = Path(upper_face_region)
+    region_files = _resolve_regions(regions, num_vertices, {}, "vocaset", VOCASET_NUM_VERTICES)
+    _write_templates(layout, templates, all_subjects, num_vertices, overwrite)
+
+    audio = _RawAudio(raw_dir / "raw_audio_fixed.pkl")
+    jobs = [(s, q) for s in all_subjects for q in sorted(index[s])]
+    with progress_bar(progress, len(jobs), "VOCASET") as advance:
+        for subj, seq in jobs:
+            ss = summary.subject(subj)
+            try:
+                _convert_vocaset_sequence(layout, verts, index, audio, subj, seq, stride, ss, overwrite=overwrite,
+                                          sample_rate=sample_rate)
+            except (DatasetError, KeyError, TypeError, ValueError) as exc:
+                ss.failed += 1
+                ss.notes.append(f"{seq}: {exc}")
+            advance(f"{subj}_{seq}")
+    del verts
+
+    region_entries = write_regions(out_dir, region_files)
+    topo_regions = {k: read_region_file(p) for k, p in region_files.items()}
+    Topology("flame", flame.vertices, flame.faces, topo_regions, "m").save(layout.topology_dir)
+    source = {
+        "converter": "ptalker data prepare vocaset",
+        "raw_fps": VOCASET_RAW_FPS,
+        "frame_stride": stride,
+        "lip_region": None if lip_region is None else str(lip_region),
+        "faces": Path(faces_mesh).name,
+    }
+    _write_vocaset_manifest(layout, summary, set(all_subjects), num_vertices, stride, region_entries, sample_rate,
+                            source, all_subjects=subjects is None)
+    return summary
+
+
+def _check_raw_vocaset(raw_dir: Path, faces_mesh: str | Path | None, fps: int):
+    """(frame stride, faces mesh path, FLAME mesh) after checking the release's files and the frame rate."""
+    from ..mesh import load_mesh_file
+
     if not raw_dir.is_dir():
         raise DatasetError(f"VOCASET folder {raw_dir} does not exist")
     missing = [f for f in RAW_FILES if not (raw_dir / f).is_file()]
@@ -152,41 +209,28 @@ def prepare_vocaset(
     flame = load_mesh_file(faces_mesh, name="flame", units="m")
     if flame.faces.size == 0:
         raise DatasetError(f"{faces_mesh} has no faces")
+    return stride, faces_mesh, flame
 
-    layout = DatasetLayout(out_dir)
-    summary = PrepareSummary("vocaset", out_dir)
-    index = safe_load_pickle(raw_dir / "subj_seq_to_idx.pkl")
-    templates = safe_load_pickle(raw_dir / "templates.pkl")
-    if not isinstance(index, dict) or not isinstance(templates, dict):
-        raise DatasetError(f"{raw_dir}: subj_seq_to_idx.pkl and templates.pkl must hold dicts keyed by subject")
+
+def _raw_vertices(raw_dir: Path, mesh_vertices: int, faces_mesh) -> np.ndarray:
+    """``data_verts.npy`` memory-mapped as (N, V, 3); V must be the faces mesh's vertex count."""
     verts = np.load(raw_dir / "data_verts.npy", mmap_mode="r", allow_pickle=False)
     if verts.ndim == 2 and verts.shape[1] % 3 == 0:
         verts = verts.reshape(verts.shape[0], -1, 3)
     if verts.ndim != 3 or verts.shape[2] != 3:
         raise DatasetError(f"data_verts.npy has shape {verts.shape}; expected (N, V, 3)")
     num_vertices = int(verts.shape[1])
-    if flame.num_vertices != num_vertices:
+    if mesh_vertices != num_vertices:
         raise DatasetError(
-            f"{faces_mesh} has {flame.num_vertices} vertices but data_verts.npy has {num_vertices}; "
+            f"{faces_mesh} has {mesh_vertices} vertices but data_verts.npy has {num_vertices}; "
             "use FLAME_sample.ply (5,023 vertices)"
         )
-    all_subjects = sorted(index)
-    if subjects is not None:
-        unknown = sorted(set(subjects) - set(index))
-        if unknown:
-            raise DatasetError(f"subjects {unknown} not in subj_seq_to_idx.pkl; it has {all_subjects}")
-        all_subjects = [s for s in all_subjects if s in subjects]
+    return verts
 
-    # regions
-    regions: dict[str, Path] = {}
-    if lip_region is not None:
-        lip = str(lip_region)
-        regions["lip"] = shipped_region("vocaset", VOCASET_LIP_REGIONS[lip]) if lip in VOCASET_LIP_REGIONS else Path(lip)
-    if upper_face_region is not None:
-        regions["upper_face"] = Path(upper_face_region)
-    region_files = _resolve_regions(regions, num_vertices, {}, "vocaset", VOCASET_NUM_VERTICES)
 
-    for subj in all_subjects:
+def _write_templates(layout: DatasetLayout, templates: dict, subjects: list[str], num_vertices: int,
+                     overwrite: bool) -> None:
+    for subj in subjects:
         if subj not in templates:
             raise DatasetError(f"templates.pkl has no template for {subj}")
         t = np.asarray(templates[subj], dtype=np.float32).reshape(-1, 3)
@@ -195,57 +239,64 @@ def prepare_vocaset(
         if overwrite or not layout.template_path(subj).exists():
             save_npy(layout.template_path(subj), t)
 
-    audio = None  # loaded on first need: ~100 MB
-    jobs = [(s, q) for s in all_subjects for q in sorted(index[s])]
-    with progress_bar(progress, len(jobs), "VOCASET") as advance:
-        for subj, seq in jobs:
-            name = f"{subj}_{seq}"
-            ss = summary.subject(subj)
-            vpath = layout.vertices_path(name)
-            wpath = out_dir / "wav" / f"{name}.wav"
-            try:
-                did = False
-                if overwrite or not vpath.exists():
-                    rows = _sorted_frames(index[subj][seq])[::stride]
-                    if not rows:
-                        raise DatasetError("no frames in subj_seq_to_idx")
-                    if max(rows) >= len(verts) or min(rows) < 0:
-                        raise DatasetError(f"frame rows outside data_verts.npy (0..{len(verts) - 1})")
-                    seq_verts = np.asarray(verts[np.asarray(rows)], dtype=np.float32)
-                    save_npy(vpath, seq_verts)
-                    ss.written += 1
-                    ss.frames += len(rows)
-                    did = True
-                if overwrite or not wpath.exists():
-                    if audio is None:
-                        audio = safe_load_pickle(raw_dir / "raw_audio_fixed.pkl")
-                    entry = audio.get(subj, {}).get(seq) if isinstance(audio, dict) else None
-                    if entry is None:
-                        ss.notes.append(f"{seq}: no audio")
-                    else:
-                        wave = np.asarray(entry["audio"])
-                        sr = int(entry.get("sample_rate", 22000))
-                        if np.issubdtype(wave.dtype, np.integer):
-                            wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max + 1)
-                        wave = np.asarray(wave, dtype=np.float32).reshape(-1) if wave.ndim == 1 else \
-                            np.asarray(wave, dtype=np.float32).mean(axis=-1)
-                        if sr != sample_rate:
-                            wave = soxr.resample(wave, sr, sample_rate, quality="HQ")
-                        save_wav(wpath, wave, sample_rate)
-                        did = True
-                if not did:
-                    ss.skipped += 1
-            except (DatasetError, KeyError, TypeError, ValueError) as exc:
-                ss.failed += 1
-                ss.notes.append(f"{seq}: {exc}")
-            advance(name)
-    del verts
 
-    region_entries = write_regions(out_dir, region_files)
-    topo_regions = {k: read_region_file(p) for k, p in region_files.items()}
-    Topology("flame", flame.vertices, flame.faces, topo_regions, "m").save(layout.topology_dir)
+class _RawAudio:
+    """``raw_audio_fixed.pkl`` (about 100 MB), loaded when the first audio file is written."""
 
-    present = set(all_subjects)
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: Any = None
+
+    def entry(self, subj: str, seq: str):
+        if self.data is None:
+            self.data = safe_load_pickle(self.path)
+        return self.data.get(subj, {}).get(seq) if isinstance(self.data, dict) else None
+
+
+def _convert_vocaset_sequence(layout: DatasetLayout, verts: np.ndarray, index: dict, audio: _RawAudio, subj: str,
+                              seq: str, stride: int, ss, *, overwrite: bool, sample_rate: int) -> None:
+    """One sequence: every ``stride``-th capture frame into ``vertices_npy/``, its audio (resampled) into
+    ``wav/``; finished files are skipped unless ``overwrite``."""
+    import soxr
+
+    name = f"{subj}_{seq}"
+    vpath = layout.vertices_path(name)
+    wpath = layout.wav_dir / f"{name}.wav"
+    did = False
+    if overwrite or not vpath.exists():
+        rows = _sorted_frames(index[subj][seq])[::stride]
+        if not rows:
+            raise DatasetError("no frames in subj_seq_to_idx")
+        if max(rows) >= len(verts) or min(rows) < 0:
+            raise DatasetError(f"frame rows outside data_verts.npy (0..{len(verts) - 1})")
+        seq_verts = np.asarray(verts[np.asarray(rows)], dtype=np.float32)
+        save_npy(vpath, seq_verts)
+        ss.written += 1
+        ss.frames += len(rows)
+        did = True
+    if overwrite or not wpath.exists():
+        entry = audio.entry(subj, seq)
+        if entry is None:
+            ss.notes.append(f"{seq}: no audio")
+        else:
+            wave = np.asarray(entry["audio"])
+            sr = int(entry.get("sample_rate", 22000))
+            if np.issubdtype(wave.dtype, np.integer):
+                wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max + 1)
+            wave = np.asarray(wave, dtype=np.float32).reshape(-1) if wave.ndim == 1 else \
+                np.asarray(wave, dtype=np.float32).mean(axis=-1)
+            if sr != sample_rate:
+                wave = soxr.resample(wave, sr, sample_rate, quality="HQ")
+            save_wav(wpath, wave, sample_rate)
+            did = True
+    if not did:
+        ss.skipped += 1
+
+
+def _write_vocaset_manifest(layout: DatasetLayout, summary: PrepareSummary, present: set[str], num_vertices: int,
+                            stride: int, region_entries: dict[str, str], sample_rate: int, source: dict[str, Any],
+                            all_subjects: bool) -> None:
+    """``dataset.json`` with the standard splits restricted to the subjects present; the split sizes."""
     splits = {}
     for key, rule in VOCASET_SPLITS.items():
         subs = [s for s in rule["subjects"] if s in present]
@@ -261,20 +312,13 @@ def prepare_vocaset(
         splits=splits,
         regions=region_entries,
         audio_sample_rate=int(sample_rate),
-        source={
-            "converter": "ptalker data prepare vocaset",
-            "raw_fps": VOCASET_RAW_FPS,
-            "frame_stride": stride,
-            "lip_region": None if lip_region is None else str(lip_region),
-            "faces": Path(faces_mesh).name,
-        },
+        source=source,
     )
-    if subjects is None:
+    if all_subjects:
         known = VOCASET_TRAIN_SUBJECTS + VOCASET_VAL_SUBJECTS + VOCASET_TEST_SUBJECTS
         miss = [s for s in known if s not in present]
         if miss:
             summary.notes.append(f"subjects not found (left out of the splits): {', '.join(miss)}")
-    manifest.save(out_dir)
+    manifest.save(layout.root)
     names = layout.sequence_names()
     summary.split_sizes = {k: len(r.select(names)) for k, r in splits.items()}
-    return summary

@@ -29,13 +29,13 @@ from .metrics import (
     truncate,
 )
 from .paper import TABLE1, TABLE2, TABLE4, TABLES
+from .predictions import evaluate_predictions
 from .protocol import (
     UNSEEN_STYLES,
     EvalResult,
     SequenceResult,
     aggregate,
     evaluate,
-    evaluate_predictions,
     score_sequence,
 )
 from .report import print_report, write_results

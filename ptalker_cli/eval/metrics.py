@@ -38,7 +38,7 @@ class MetricError(PtalkerError):
 def as_motion(x, name: str = "motion") -> np.ndarray:
     """A (T, V, 3) float64 array from a numpy array / torch tensor of (T, V, 3) or (T, V*3)."""
     if hasattr(x, "detach"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu().double().numpy()  # (also bf16 / fp16, which numpy cannot hold)
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 2 and a.shape[1] % 3 == 0:
         a = a.reshape(a.shape[0], -1, 3)
@@ -49,7 +49,7 @@ def as_motion(x, name: str = "motion") -> np.ndarray:
 
 def _as_template(x) -> np.ndarray:
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu().double().numpy()
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 1 and a.size % 3 == 0:
         a = a.reshape(-1, 3)

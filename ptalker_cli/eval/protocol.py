@@ -2,7 +2,8 @@
 
 :func:`evaluate` animates each sequence with a model through
 :class:`ptalker_cli.inference.Animator` (the code behind ``ptalker animate``);
-:func:`evaluate_predictions` scores existing ``.npy`` predictions from any method.
+:func:`~ptalker_cli.eval.predictions.evaluate_predictions` scores existing ``.npy``
+predictions from any method, with the setup, scoring and records defined here.
 Both compare with the same functions (:mod:`ptalker_cli.eval.metrics`) and return an
 :class:`EvalResult` holding the protocol, per-sequence and per-subject rows and the
 overall numbers. docs/evaluation.md describes every rule; the protocol dictionary
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -181,7 +181,7 @@ def aggregate(rows: list[SequenceResult]) -> dict[str, Any]:
 
 
 @dataclass
-class _Setup:
+class EvalSetup:
     root: Path
     dataset: Any  # TalkingHeadDataset
     split: str
@@ -201,7 +201,7 @@ def default_split(manifest) -> str:
     raise PtalkerError(f"the dataset has no 'test-a' or 'test' split; choose one with --split (known splits: {known})")
 
 
-def _setup(dataset_root, split, lip_region, upper_face_region) -> _Setup:
+def load_setup(dataset_root, split, lip_region, upper_face_region) -> EvalSetup:
     from ..data.dataset import TalkingHeadDataset
     from ..data.layout import DatasetLayout
     from ..mesh import Topology
@@ -241,11 +241,11 @@ def _setup(dataset_root, split, lip_region, upper_face_region) -> _Setup:
         topology = Topology(topology.name, topology.vertices, topology.faces,
                             {k: r.ids for k, r in regions.items() if r.ids is not None}, topology.units)
     split_label = split if isinstance(split, str) else "custom"
-    return _Setup(root, ds, split_label, list(ds.names), kind, regions["lip"], regions["upper_face"], topology,
+    return EvalSetup(root, ds, split_label, list(ds.names), kind, regions["lip"], regions["upper_face"], topology,
                   notes)
 
 
-def _units(setup: _Setup) -> dict[str, Any]:
+def _units(setup: EvalSetup) -> dict[str, Any]:
     m = setup.dataset.manifest
     if setup.kind in PAPER_SCALES:
         lve_s, fdd_s = PAPER_SCALES[setup.kind]
@@ -264,7 +264,7 @@ def _units(setup: _Setup) -> dict[str, Any]:
     }
 
 
-def _protocol(setup: _Setup, mode: str, source: dict[str, Any], conditions: dict[str, str],
+def protocol_record(setup: EvalSetup, mode: str, source: dict[str, Any], conditions: dict[str, str],
               unseen_rule: str, seen_rule: str, rows: list[SequenceResult], extra_notes: list[str]) -> dict[str, Any]:
     from .. import __version__
 
@@ -299,7 +299,7 @@ def _protocol(setup: _Setup, mode: str, source: dict[str, Any], conditions: dict
     }
 
 
-def _finish(setup: _Setup, rows: list[SequenceResult], protocol: dict[str, Any]) -> EvalResult:
+def finish_result(setup: EvalSetup, rows: list[SequenceResult], protocol: dict[str, Any]) -> EvalResult:
     subjects: dict[str, dict[str, Any]] = {}
     for subj in sorted({r.subject for r in rows}):
         mine = [r for r in rows if r.subject == subj]
@@ -311,8 +311,8 @@ def _finish(setup: _Setup, rows: list[SequenceResult], protocol: dict[str, Any])
     return EvalResult(protocol, rows, subjects, overall, tables_for(setup.kind, setup.split))
 
 
-def _render(videos_dir: Path | None, name: str, pred: np.ndarray, gt: np.ndarray, fps: float, setup: _Setup,
-            audio: Path | None, notes: list[str], state: dict) -> None:
+def render_comparison(videos_dir: Path | None, name: str, pred: np.ndarray, gt: np.ndarray, fps: float,
+                      setup: EvalSetup, audio: Path | None, notes: list[str], state: dict) -> None:
     """Optional evaluation video; disables itself (with a note) when the renderer is unavailable."""
     if videos_dir is None or state.get("off"):
         return
@@ -357,7 +357,7 @@ def evaluate(
     """Predict every sequence of ``split`` with ``model`` and score it.
 
     Args:
-        model: a :class:`~ptalker_cli.model.ptalker.PTalker`, or a name / folder for
+        model: a :class:`~ptalker_cli.model.network.PTalker`, or a name / folder for
             :func:`~ptalker_cli.inference.load_model`.
         split: a split of the dataset manifest (default ``test-a``, else ``test``).
         unseen_style: conditioning of subjects that are not in the model's
@@ -365,7 +365,7 @@ def evaluate(
             :data:`UNSEEN_RULES`). Seen subjects always get their own identity style.
         lip_region, upper_face_region: override the regions (path, shipped choice, ``none``).
         save_predictions: folder to write ``<sequence>.npy`` predictions to (re-score
-            them later with :func:`evaluate_predictions`).
+            them later with :func:`~ptalker_cli.eval.predictions.evaluate_predictions`).
         videos_dir: folder for evaluation videos (prediction beside ground truth, error
             heat map); skipped with a note when the renderer is unavailable.
         progress: called as ``progress(done, total, sequence_name)``.
@@ -380,26 +380,12 @@ def evaluate(
         model = load_model(spec, device or "auto")
     animator = Animator(model, device)
     cfg = model.config
-    setup = _setup(dataset_root, split, lip_region, upper_face_region)
+    setup = load_setup(dataset_root, split, lip_region, upper_face_region)
     manifest = setup.dataset.manifest
-    if cfg.num_vertices != manifest.num_vertices:
-        raise PtalkerError(f"the model animates {cfg.num_vertices} vertices but the dataset has "
-                           f"{manifest.num_vertices}; evaluate a model trained on this mesh")
-    if abs(float(cfg.fps) - float(manifest.fps)) > 1e-6:
-        raise PtalkerError(f"the model runs at {cfg.fps:g} fps but the dataset at {manifest.fps:g} fps; "
-                           "frames would not correspond")
     train = list(cfg.train_subjects)
     unseen_subjects = sorted({s for s in setup.dataset.subjects if s not in train})
-    if unseen_subjects and unseen_style in ("average", "blend") and not train:
-        raise PtalkerError("the model has no training identities to average; use --unseen-style audio")
-    if unseen_subjects and unseen_style == "voice" and not model.has_speaker_head:
-        raise PtalkerError("--unseen-style voice needs a model with a speaker head on its audio style code "
-                           "(audio_style_speaker_head); use audio, average or blend")
+    _check_model_fits(model, setup, unseen_style, unseen_subjects)
     layout = setup.dataset.layout
-    missing_audio = [n for n in setup.names if not layout.wav_path(n).exists()]
-    if missing_audio:
-        raise PtalkerError(f"{len(missing_audio)} sequence(s) of split '{setup.split}' have no audio in "
-                           f"{layout.wav_dir} (e.g. {missing_audio[0]}); the model needs it")
     extra_notes: list[str] = []
     if list(manifest.train_subjects) != train and set(manifest.train_subjects) & set(train):
         extra_notes.append(f"the dataset's train_subjects order {list(manifest.train_subjects)} differs from "
@@ -417,25 +403,7 @@ def evaluate(
         tmpl_topo = model.topology.with_vertices(template)
         wav = layout.wav_path(name)
         seen = subject in train
-        if seen:
-            res = animator.animate(wav, subject=subject, template=tmpl_topo)
-            pred, condition = res.motion.vertices, subject
-        elif unseen_style == "audio":
-            # subject=None with empty style weights: the audio-only style (zero identity weights),
-            # for any subject name, known to the model or not
-            res = animator.animate(wav, style={}, template=tmpl_topo)
-            pred, condition = res.motion.vertices, "audio"
-        elif unseen_style == "average":
-            preds = [animator.animate(wav, style=s, template=tmpl_topo).motion.vertices for s in train]
-            pred = np.mean(np.stack(preds), axis=0)
-            condition = f"average({','.join(train)})"
-        elif unseen_style == "voice":
-            res = animator.animate(wav, style="voice", template=tmpl_topo)
-            pred, condition = res.motion.vertices, res.style
-        else:
-            w = 1.0 / len(train)
-            pred = animator.animate(wav, style={s: w for s in train}, template=tmpl_topo).motion.vertices
-            condition = "blend(uniform)"
+        pred, condition = _predict(animator, wav, subject if seen else None, unseen_style, train, tmpl_topo)
         gt = setup.dataset.vertices(name)
         row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
                                    seen=seen, condition=condition, prediction="model")
@@ -444,7 +412,8 @@ def evaluate(
         if save_dir is not None:
             Motion(np.asarray(pred, dtype=np.float32), float(cfg.fps), manifest.topology,
                    {"subject": subject, "condition": condition, "model": cfg.name}).save(save_dir / f"{name}.npy")
-        _render(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup, wav, extra_notes, state)
+        render_comparison(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup, wav, extra_notes,
+                          state)
     if progress:
         progress(total, total, "")
     source = {
@@ -458,134 +427,51 @@ def evaluate(
     unseen_rule = f"{unseen_style}: {UNSEEN_RULES[unseen_style]}"
     if not unseen_subjects:
         unseen_rule += " (no unseen subject in this split)"
-    protocol = _protocol(setup, "model", source, conditions, unseen_rule, seen_rule, rows, extra_notes)
+    protocol = protocol_record(setup, "model", source, conditions, unseen_rule, seen_rule, rows, extra_notes)
     protocol["conditioning"]["unseen_style"] = unseen_style
-    return _finish(setup, rows, protocol)
+    return finish_result(setup, rows, protocol)
 
 
-# --------------------------------------------------------------------------- predictions mode
-
-_COND = "_condition_"
-
-
-def index_predictions(pred_dir: Path, names: list[str]) -> dict[str, dict[str, Path]]:
-    """``{sequence: {"": path of <seq>.npy, subject: path of <seq>_condition_<subject>.npy}}``."""
-    wanted = set(names)
-    out: dict[str, dict[str, Path]] = {}
-    for p in sorted(pred_dir.glob("*.npy")):
-        stem = p.stem
-        if stem in wanted:
-            out.setdefault(stem, {})[""] = p
-            continue
-        for m in re.finditer(re.escape(_COND), stem):
-            seq, cond = stem[: m.start()], stem[m.end():]
-            if seq in wanted and cond:
-                out.setdefault(seq, {})[cond] = p
-                break
-    return out
-
-
-def _load_prediction(path: Path, num_vertices: int) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises several kinds
-        raise PtalkerError(f"cannot read prediction {path}: {exc}") from None
-    try:
-        m = M.as_motion(arr, f"prediction {path}")
-    except M.MetricError as exc:
-        raise PtalkerError(str(exc)) from None
-    if m.shape[1] != num_vertices:
-        raise PtalkerError(f"prediction {path} has {m.shape[1]} vertices per frame but the dataset has "
-                           f"{num_vertices}; predictions must be absolute vertex positions on the dataset's mesh")
-    if not np.isfinite(m).all():
-        raise PtalkerError(f"prediction {path} has NaN or infinite values")
-    return m
+def _check_model_fits(model, setup: EvalSetup, unseen_style: str, unseen_subjects: list[str]) -> None:
+    """The model animates the dataset's mesh at its frame rate, and can condition its unseen subjects;
+    every sequence has audio."""
+    cfg, manifest = model.config, setup.dataset.manifest
+    if cfg.num_vertices != manifest.num_vertices:
+        raise PtalkerError(f"the model animates {cfg.num_vertices} vertices but the dataset has "
+                           f"{manifest.num_vertices}; evaluate a model trained on this mesh")
+    if abs(float(cfg.fps) - float(manifest.fps)) > 1e-6:
+        raise PtalkerError(f"the model runs at {cfg.fps:g} fps but the dataset at {manifest.fps:g} fps; "
+                           "frames would not correspond")
+    if unseen_subjects and unseen_style in ("average", "blend") and not cfg.train_subjects:
+        raise PtalkerError("the model has no training identities to average; use --unseen-style audio")
+    if unseen_subjects and unseen_style == "voice" and not model.has_speaker_head:
+        raise PtalkerError("--unseen-style voice needs a model with a speaker head on its audio style code "
+                           "(audio_style_speaker_head); use audio, average or blend")
+    layout = setup.dataset.layout
+    missing_audio = [n for n in setup.names if not layout.wav_path(n).exists()]
+    if missing_audio:
+        raise PtalkerError(f"{len(missing_audio)} sequence(s) of split '{setup.split}' have no audio in "
+                           f"{layout.wav_dir} (e.g. {missing_audio[0]}); the model needs it")
 
 
-def evaluate_predictions(
-    pred_dir: str | Path,
-    dataset_root: str | Path,
-    split: str | None = None,
-    *,
-    lip_region: str | Path | None = None,
-    upper_face_region: str | Path | None = None,
-    videos_dir: str | Path | None = None,
-    progress: ProgressFn | None = None,
-) -> EvalResult:
-    """Score existing predictions: one ``.npy`` per sequence of ``split`` in ``pred_dir``.
-
-    Files are absolute vertex positions, (T, V, 3) or (T, V*3), in the dataset's units,
-    frame of reference and frame rate. Per sequence the file used is
-
-    1. ``<sequence>.npy`` when present;
-    2. else, for a subject in the dataset's ``train_subjects`` (seen),
-       ``<sequence>_condition_<subject>.npy`` (the research code's naming);
-    3. else, for an unseen subject, the mean of all ``<sequence>_condition_*.npy``
-       (the research code writes one per training identity).
-
-    A sequence with none of these is an error that names it.
-    """
-    pred_dir = Path(pred_dir).expanduser()
-    if not pred_dir.is_dir():
-        raise PtalkerError(f"predictions folder {pred_dir} does not exist")
-    setup = _setup(dataset_root, split, lip_region, upper_face_region)
-    manifest = setup.dataset.manifest
-    train = set(manifest.train_subjects)
-    index = index_predictions(pred_dir, setup.names)
-    chosen: dict[str, tuple[list[Path], str]] = {}
-    missing: list[str] = []
-    for name, subject in zip(setup.names, setup.dataset.subjects):
-        files = index.get(name, {})
-        if "" in files:
-            chosen[name] = ([files[""]], "file")
-        elif subject in train and subject in files:
-            chosen[name] = ([files[subject]], subject)
-        elif subject not in train and files:
-            conds = sorted(files)
-            chosen[name] = ([files[c] for c in conds], f"average({','.join(conds)})")
-        else:
-            missing.append(name)
-    if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise PtalkerError(
-            f"no prediction in {pred_dir} for {len(missing)} of {len(setup.names)} sequence(s) of split "
-            f"'{setup.split}': {shown}; expected <sequence>.npy (or <sequence>_condition_<subject>.npy)")
-    rows: list[SequenceResult] = []
-    conditions: dict[str, str] = {}
-    notes: list[str] = []
-    state: dict = {}
-    total = len(setup.names)
-    for i, name in enumerate(setup.names):
-        if progress:
-            progress(i, total, name)
-        subject = setup.dataset.subjects[i]
-        paths, condition = chosen[name]
-        preds = [_load_prediction(p, manifest.num_vertices) for p in paths]
-        if len({p.shape[0] for p in preds}) > 1:
-            n = min(p.shape[0] for p in preds)
-            preds = [p[:n] for p in preds]
-        pred = preds[0] if len(preds) == 1 else np.mean(np.stack(preds), axis=0)
-        template = setup.dataset.template(subject)
-        gt = setup.dataset.vertices(name)
-        row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
-                                   seen=subject in train, condition=condition,
-                                   prediction=", ".join(x.name for x in paths))
-        rows.append(row)
-        conditions[name] = condition
-        _render(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup,
-                setup.dataset.layout.wav_path(name), notes, state)
-    if progress:
-        progress(total, total, "")
-    used = {Path(x) for paths, _ in chosen.values() for x in paths}
-    unused = sorted(p.name for p in pred_dir.glob("*.npy") if p not in used)
-    if unused:
-        notes.append(f"{len(unused)} .npy file(s) in {pred_dir} were not used (e.g. {unused[0]})")
-    source = {"predictions": str(pred_dir), "files_used": len(used)}
-    seen_rule = ("<sequence>.npy, else <sequence>_condition_<subject>.npy (the subject's own identity; "
-                 "seen = in the dataset's train_subjects)")
-    unseen_rule = "<sequence>.npy, else the mean of all <sequence>_condition_*.npy files"
-    protocol = _protocol(setup, "predictions", source, conditions, unseen_rule, seen_rule, rows, notes)
-    return _finish(setup, rows, protocol)
+def _predict(animator, wav: Path, seen_subject: str | None, unseen_style: str, train: list[str],
+             template) -> tuple[np.ndarray, str]:
+    """(prediction, condition) of one sequence: a seen subject's own identity style, else by ``unseen_style``."""
+    if seen_subject is not None:
+        res = animator.animate(wav, subject=seen_subject, template=template)
+        return res.motion.vertices, seen_subject
+    if unseen_style == "audio":
+        # subject=None with empty style weights: the audio-only style (zero identity weights),
+        # for any subject name, known to the model or not
+        return animator.animate(wav, style={}, template=template).motion.vertices, "audio"
+    if unseen_style == "average":
+        preds = [animator.animate(wav, style=s, template=template).motion.vertices for s in train]
+        return np.mean(np.stack(preds), axis=0), f"average({','.join(train)})"
+    if unseen_style == "voice":
+        res = animator.animate(wav, style="voice", template=template)
+        return res.motion.vertices, res.style
+    w = 1.0 / len(train)
+    return animator.animate(wav, style={s: w for s in train}, template=template).motion.vertices, "blend(uniform)"
 
 
 __all__ = [
@@ -598,7 +484,5 @@ __all__ = [
     "aggregate",
     "default_split",
     "evaluate",
-    "evaluate_predictions",
-    "index_predictions",
     "score_sequence",
 ]

@@ -128,7 +128,8 @@ def resolve_region(
                     f"{num_vertices} vertices; give a region file for this mesh"
                 )
             path = shipped_region("vocaset", VOCASET_LIP_CHOICES[c])
-            return _checked(name, read_region_file(path), num_vertices, f"shipped VOCASET {path.name} (--lip-region {c})")
+            return _checked(name, read_region_file(path), num_vertices,
+                            f"shipped VOCASET {path.name} (--lip-region {c})")
         path = Path(c).expanduser()
         if not path.is_file():
             extra = f", or one of {', '.join(VOCASET_LIP_CHOICES)}" if name == "lip" else ""

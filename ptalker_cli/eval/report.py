@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -147,9 +147,11 @@ def protocol_panel(result: EvalResult):
     t.add_column("", style="bold")
     t.add_column("")
     src = p["source"]
-    t.add_row("mode", p["mode"] + (f" — {src.get('model')}" if p["mode"] == "model" else f" — {src.get('predictions')}"))
+    t.add_row("mode", p["mode"] + (f" — {src.get('model')}" if p["mode"] == "model"
+                                   else f" — {src.get('predictions')}"))
     d = p["dataset"]
-    t.add_row("dataset", f"{d['name']} ({d['kind']}), {d['num_vertices']} vertices, {d['fps']:g} fps, units {d['units']}")
+    t.add_row("dataset", f"{d['name']} ({d['kind']}), {d['num_vertices']} vertices, {d['fps']:g} fps, "
+                         f"units {d['units']}")
     t.add_row("split", f"{p['split']['name']}: {p['split']['sequences']} sequences, "
                        f"subjects {', '.join(p['split']['subjects'])}")
     counts: dict[str, int] = {}

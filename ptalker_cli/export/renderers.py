@@ -368,7 +368,8 @@ class PyrenderRenderer(Renderer):
             )
             pos = np.zeros((self.num_vertices, 3), dtype=np.float32)
             nrm = np.tile(np.array([0, 0, 1], dtype=np.float32), (self.num_vertices, 1))
-            col = np.concatenate([np.tile(grey, (self.num_vertices, 1)), np.ones((self.num_vertices, 1), np.float32)], 1)
+            col = np.concatenate([np.tile(grey, (self.num_vertices, 1)),
+                                  np.ones((self.num_vertices, 1), np.float32)], 1)
             prim = pyrender.Primitive(
                 positions=pos, normals=nrm, color_0=col, indices=self.faces, material=material, mode=4
             )

@@ -228,7 +228,8 @@ def audio_duration(audio: Path) -> float:
     return float(info.duration)
 
 
-def frame_times(num_frames_out: int, fps_out: float, fps_in: float, num_frames_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frame_times(num_frames_out: int, fps_out: float, fps_in: float,
+                num_frames_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each output frame: (index a, index b, weight of b) into the input frames."""
     t = np.arange(num_frames_out, dtype=np.float64) * (fps_in / fps_out)
     t = np.clip(t, 0.0, num_frames_in - 1)
@@ -351,7 +352,8 @@ def render_video(
             ga, gb, gw = schedule[1]
             idx = np.unique(np.linspace(0, n_out - 1, min(n_out, 200)).round().astype(int))
             d = [
-                np.linalg.norm(_sample(motion.vertices, a[j], b[j], w[j]) - _sample(side_by_side.vertices, ga[j], gb[j], gw[j]), axis=1)
+                np.linalg.norm(_sample(motion.vertices, a[j], b[j], w[j])
+                               - _sample(side_by_side.vertices, ga[j], gb[j], gw[j]), axis=1)
                 for j in idx
             ]
             vmax = float(np.percentile(np.concatenate(d), 99.0))
@@ -409,7 +411,8 @@ def render_still(
     lo, hi = mesh_bounds(v if bounds_of is None else bounds_of)
     camera = frame_camera(lo, hi, view)
     normals = NormalComputer(topology.faces, topology.num_vertices)
-    rend = create_renderer(renderer, topology.faces, topology.num_vertices, resolution, resolution, camera, background=parse_color(background))
+    rend = create_renderer(renderer, topology.faces, topology.num_vertices, resolution, resolution, camera,
+                           background=parse_color(background))
     try:
         return rend.render([v], [normals(v)])
     finally:

@@ -7,9 +7,17 @@ rate between the CNN front end and the transformer (FaceFormer's practice):
 
 * 2 speech frames per motion frame at 25 fps (50 Hz / 25 fps): trimmed or padded to 2T;
 * otherwise the CNN features are linearly resampled to T frames (e.g. 30 fps).
+
+Pretrained speech weights are not fetched here (the model layer does not download):
+:func:`build_speech_model` takes a ``load_pretrained`` function, e.g.
+:func:`ptalker_cli.zoo.hub.load_pretrained_speech_model`, passed in by whoever builds a model
+from pretrained encoders (training, conversion).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +28,23 @@ from ..errors import ConfigError
 
 SPEECH_HZ = 50.0  # HuBERT / wav2vec2 frame rate at 16 kHz
 
+#: ``load_pretrained(model_cls, model_id, revision, **config_overrides) -> model``: a pretrained
+#: HuBERT / wav2vec2 (``model_cls``) from a hub id or folder (see :func:`build_speech_model`)
+SpeechLoader = Callable[..., nn.Module]
+
+
+def normalize_audio(wave: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """Per-utterance zero mean / unit variance over the valid samples (the feature extractor's do_normalize)."""
+    if lengths is None:
+        mean = wave.mean(-1, keepdim=True)
+        var = wave.var(-1, unbiased=False, keepdim=True)
+        return (wave - mean) / torch.sqrt(var + 1e-7)
+    mask = (torch.arange(wave.shape[1], device=wave.device).unsqueeze(0) < lengths.unsqueeze(1)).to(wave.dtype)
+    n = mask.sum(-1, keepdim=True).clamp(min=1.0)
+    mean = (wave * mask).sum(-1, keepdim=True) / n
+    var = (((wave - mean) * mask) ** 2).sum(-1, keepdim=True) / n
+    return (wave - mean) / torch.sqrt(var + 1e-7) * mask
+
 
 def conv_output_length(num_samples: Tensor | int, kernels=(10, 3, 3, 3, 3, 2, 2), strides=(5, 2, 2, 2, 2, 2, 2)):
     """Frames produced by the CNN front end for ``num_samples`` 16-kHz samples."""
@@ -29,21 +54,20 @@ def conv_output_length(num_samples: Tensor | int, kernels=(10, 3, 3, 3, 3, 2, 2)
     return n
 
 
-def build_speech_model(spec: AudioEncoderConfig) -> tuple[nn.Module, AudioEncoderConfig]:
+def build_speech_model(spec: AudioEncoderConfig, load_pretrained: SpeechLoader | None = None
+                       ) -> tuple[nn.Module, AudioEncoderConfig]:
     """Build a HuBERT/wav2vec2 ``transformers`` model and return it with a spec whose ``hf_config`` is filled.
 
     With ``hf_config`` present the model is built from it with random weights (the
     checkpoint's own weights are loaded afterwards, or training starts from scratch);
-    otherwise the pretrained weights are fetched with ``from_pretrained`` at the pinned
-    revision (hub id or local folder), under the hub's cache and offline rules.
+    otherwise ``load_pretrained`` (:data:`SpeechLoader`) fetches the pretrained weights of
+    ``spec.model_id`` at the pinned revision (a ConfigError when none is given).
     """
     if spec.kind == "logmel":  # trained from scratch; no transformers model behind it
-        from dataclasses import replace as _replace
-
         from .logmel import build_logmel
 
         model, cfg = build_logmel(spec.hf_config)
-        return model, _replace(spec, hf_config=cfg)
+        return model, replace(spec, hf_config=cfg)
     from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 
     classes = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model)}
@@ -59,17 +83,16 @@ def build_speech_model(spec: AudioEncoderConfig) -> tuple[nn.Module, AudioEncode
     else:
         if not spec.model_id:
             raise ConfigError("a speech encoder needs a model_id or an hf_config")
-        from ..zoo.hub import load_pretrained_speech_model
-
-        model = load_pretrained_speech_model(model_cls, spec.model_id, spec.revision, **overrides)
+        if load_pretrained is None:
+            raise ConfigError(f"speech encoder '{spec.model_id}' has no hf_config: building it needs its pretrained "
+                              "weights; pass load_pretrained (e.g. ptalker_cli.zoo.hub.load_pretrained_speech_model)")
+        model = load_pretrained(model_cls, spec.model_id, spec.revision, **overrides)
     hf_dict = model.config.to_diff_dict() if hasattr(model.config, "to_diff_dict") else model.config.to_dict()
     for key in ("_name_or_path", "transformers_version", "architectures", "id2label", "label2id",
                 "torch_dtype", "dtype"):
         hf_dict.pop(key, None)
     hf_dict.update({k: v for k, v in overrides.items()})
     hf_dict["model_type"] = spec.kind
-    from dataclasses import replace
-
     return model, replace(spec, hf_config=_jsonable(hf_dict))
 
 

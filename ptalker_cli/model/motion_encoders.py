@@ -25,6 +25,12 @@ from torch import Tensor, nn
 from .decoder import PeriodicPositionalEncoding
 
 
+def shift_right(disp: Tensor) -> Tensor:
+    """(B, T, ...) → the same with a zero frame first and the last frame dropped (the decoder's and the
+    motion encoders' input: frame ``t`` sees frames ``< t``)."""
+    return torch.cat([torch.zeros_like(disp[:, :1]), disp[:, :-1]], dim=1)
+
+
 class CausalConv1d(nn.Conv1d):
     """Conv1d over (B, C, T) padded on the left only (output t sees inputs ≤ t).
 
@@ -153,7 +159,8 @@ class MotionStyleEncoder(nn.Module):
 
 
 class MotionContentEncoder(nn.Module):
-    """E_m^c: FC → causal [Conv1d → instance norm → ReLU] × n → IN → Linear(d, 2d) → PPE → causal transformer → Linear."""
+    """E_m^c: FC → causal [Conv1d → instance norm → ReLU] × n → IN → Linear(d, 2d) → PPE → causal transformer →
+    Linear."""
 
     def __init__(self, dim: int, layers: int, heads: int, conv_layers: int, period: int, dropout: float,
                  causal: bool = True):

@@ -1,6 +1,6 @@
 """The released PTalker code's inference loops (``wangryhen/PTalker``, spec §3.1–3.3).
 
-Used by :meth:`PTalker.decode_motion` when ``ModelConfig.inference_form == "released"``
+Used by :func:`.decoding.decode_motion` when ``ModelConfig.inference_form == "released"``
 (the configuration ``ptalker convert`` writes), so that a converted checkpoint animates
 exactly as the authors' ``predict_seen`` / ``predict_unseen`` / ``predict_with_ref_motion``
 do. The token list ``E`` is built as the released code builds it:
@@ -39,15 +39,11 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .decoder import MotionDecoder, biased_causal_bias
+from .threads import single_thread
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ptalker import PTalker, StyleSpec
-
-
-def _single_thread(device):
-    from .ptalker import _single_thread as single_thread  # lazy: ptalker imports this module lazily too
-
-    return single_thread(device)
+    from .decoding import StyleSpec
+    from .network import PTalker
 
 
 def _prefix_pass(decoder: MotionDecoder, tokens: Tensor, memory_kv, bias: Tensor) -> Tensor:
@@ -98,7 +94,7 @@ def released_decode_motion(model: "PTalker", feats: dict, template: Tensor, styl
     bias = biased_causal_bias(decoder.heads, t, t, decoder.period, 0, a.device, a.dtype)
     tokens = stored
     hidden = None
-    with _single_thread(a.device):  # many small ops per step: one CPU thread is several times faster
+    with single_thread(a.device):  # many small ops per step: one CPU thread is several times faster
         for i in range(t):
             inputs = step0 if i == 0 else tokens
             hidden = _prefix_pass(decoder, inputs, memory_kv, bias)

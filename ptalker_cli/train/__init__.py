@@ -22,12 +22,13 @@ __all__ = [
     "train",
 ]
 
-_LAZY = {"Trainer", "TrainResult", "train", "set_stage", "style_parameters"}
+_LAZY = {"Trainer": "trainer", "TrainResult": "trainer", "train": "trainer", "set_stage": "stages",
+         "style_parameters": "stages"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from . import trainer
+        import importlib
 
-        return getattr(trainer, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

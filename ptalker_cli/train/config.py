@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ABLATIONS, LossConfig, ModelConfig, _coerce, released_loss_config
+from ..config import ABLATIONS, LossConfig, ModelConfig, _coerce, preset, released_loss_config
 from ..errors import ConfigError
 
 SCHEDULES = ("off", "linear", "inverse_sigmoid")
@@ -73,7 +74,8 @@ class TrainConfig:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # constant | cosine (to lr_min over all steps) | step (x lr_gamma every lr_step_epochs)
+    # constant | cosine (to lr_min over all steps) | step (x lr_gamma every lr_step_epochs)
+    lr_schedule: str = "constant"
     lr_min: float = 0.0
     lr_step_epochs: int = 100
     lr_gamma: float = 0.5
@@ -178,6 +180,25 @@ class TrainConfig:
         if self.out:
             return Path(self.out)
         return Path("runs") / f"{self.preset}-{Path(self.data).name or 'data'}"
+
+
+def dataset_model_config(cfg: TrainConfig, manifest, template_subjects: list[str]) -> ModelConfig:
+    """The preset's sizes with the dataset's topology, vertex count, fps, period and subjects.
+
+    The PPE period is one second of frames (25 at 25 fps, as in the paper); explicit
+    ``model.*`` overrides (and the ablation's changes) are applied last.
+    """
+    base = preset(cfg.preset)
+    changes: dict[str, Any] = dict(
+        topology=manifest.topology,
+        num_vertices=int(manifest.num_vertices),
+        fps=float(manifest.fps),
+        period=max(1, int(round(manifest.fps))),
+        train_subjects=tuple(manifest.train_subjects),
+        template_subjects=tuple(template_subjects),
+    )
+    changes.update(cfg.model_overrides())
+    return _replace_checked(base, changes, "model").validate()
 
 
 def _replace_checked(obj: Any, changes: Mapping[str, Any], where: str) -> Any:

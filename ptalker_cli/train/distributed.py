@@ -87,6 +87,17 @@ def all_gather_object(obj, info: DistInfo) -> list:
     return out
 
 
+def all_keys(keys: list[str], info: DistInfo) -> list[str]:
+    """The sorted union of every rank's ``keys`` (ranks without batches still take part in a reduction)."""
+    gathered = all_gather_object(sorted(keys), info)
+    return sorted({k for ks in gathered for k in ks})
+
+
+def comm_device(device: torch.device) -> torch.device:
+    """Where reductions run: the GPU for NCCL, the CPU for gloo."""
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 class ShardedBatchSampler(Sampler[list[int]]):
     """This rank's batches of a :class:`LengthBucketSampler`, from a given batch on.
 
@@ -138,7 +149,7 @@ def launch_torchrun(devices: int, argv: list[str], run_dir: str | os.PathLike | 
     import threading
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
-           "-m", "ptalker_cli.train", *argv]
+           "-m", "ptalker_cli", "train", *argv]
     env = dict(os.environ, PTALKER_TORCHRUN="1")
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
     relay_on = threading.Event()

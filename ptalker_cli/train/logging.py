@@ -205,3 +205,16 @@ class TrainProgress:
 
     def print(self, message: str) -> None:
         self.console.print(message, highlight=False, soft_wrap=True)
+
+
+def epoch_line(row: Mapping[str, Any], epochs: int, best_value: float | None, best_epoch: int | None) -> str:
+    """The one line printed at the end of an epoch: progress, losses, validation, the best so far."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"step {row['step']}"]
+    if row.get("stage") == 1:
+        parts.append("stage 1")
+    for k in ("train_total", "train_rec", "val_objective", "val_lve"):
+        if k in row:
+            parts.append(f"{k} {row[k]:.4g}")
+    if best_epoch is not None and best_value is not None:
+        parts.append(f"best {best_value:.4g} @ {best_epoch}")
+    return "  ".join(parts)

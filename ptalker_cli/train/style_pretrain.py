@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..model.ptalker import normalize_audio
+from ..model.audio_encoders import normalize_audio
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..model.folder import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE, read_config, require_model_folder
 
 #: What is known about the training data's terms (the weights inherit them).
 DATASET_LICENSES: dict[str, dict[str, str]] = {
@@ -40,7 +41,7 @@ DATASET_LICENSES: dict[str, dict[str, str]] = {
 }
 TOPOLOGY_DATASETS = {"biwi": "biwi", "flame": "vocaset"}
 METRIC_HINTS = ("metric", "eval", "result", "score")
-SKIP_JSON = {"config.json", "train_config.json", "dataset.json", "conversion.json", "trainer_state.json",
+SKIP_JSON = {CONFIG_FILE, "train_config.json", "dataset.json", "conversion.json", "trainer_state.json",
              "protocol.json", ".launch_config.json"}
 UPLOAD_EXTRAS = ("train_config.json", "best.json", "train_summary.json", "conversion.json")
 CITATION = """@inproceedings{wang2025ptalker,
@@ -66,15 +67,13 @@ def check_model_folder(folder: str | Path) -> ModelConfig:
     """The folder's config; a clear error unless it holds ``config.json`` and a readable ``model.safetensors``."""
     from safetensors import safe_open
 
-    folder = Path(folder)
-    if not folder.is_dir() or not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise ConfigError(f"{folder} is not a ptalker model folder (needs config.json and model.safetensors)")
-    config = ModelConfig.load(folder / "config.json")
+    folder = require_model_folder(folder)
+    config = read_config(folder)
     try:
-        with safe_open(str(folder / "model.safetensors"), "pt") as fh:
+        with safe_open(str(folder / WEIGHTS_FILE), "pt") as fh:
             fh.metadata()
     except Exception as exc:
-        raise ConfigError(f"{folder / 'model.safetensors'} is not a readable safetensors file: {exc}") from None
+        raise ConfigError(f"{folder / WEIGHTS_FILE} is not a readable safetensors file: {exc}") from None
     return config
 
 
@@ -198,8 +197,8 @@ def model_card(folder: str | Path, repo_id: str, *, dataset: str | None = None, 
     for spec in encoders:
         src = f"`{spec.model_id}` @ `{spec.revision}`" if spec.model_id else "random init (no pretrained weights)"
         lines.append(f"| {spec.kind} encoder | {src}{' (' + spec.license + ')' if spec.license else ''} |")
-    lines += ["", "The speech encoders' fine-tuned weights are part of `model.safetensors`; nothing else is "
-              "downloaded to use this model. `config.json` holds the full configuration.", ""]
+    lines += ["", f"The speech encoders' fine-tuned weights are part of `{WEIGHTS_FILE}`; nothing else is "
+              f"downloaded to use this model. `{CONFIG_FILE}` holds the full configuration.", ""]
     # ---- training data
     lines += ["## Training data", ""]
     if ds_info:
@@ -275,7 +274,7 @@ class PushResult:
 
 def _stage(folder: Path, staging: Path, card: str) -> list[str]:
     """Link (or copy) the files to publish into ``staging``; returns their names."""
-    names = ["config.json", "model.safetensors"] + [n for n in UPLOAD_EXTRAS if (folder / n).is_file()]
+    names = list(MODEL_FILES) + [n for n in UPLOAD_EXTRAS if (folder / n).is_file()]
     for row in find_metrics(folder):
         if row.source not in names:
             names.append(row.source)
@@ -302,11 +301,11 @@ def push_model(folder: str | Path, repo_id: str, *, private: bool = False, token
     if not REPO_RE.match(repo_id):
         raise ConfigError(f"'{repo_id}' is not a hub repository id; write org/name")
     config = check_model_folder(folder)
-    files = [(n, sha256_file(folder / n), (folder / n).stat().st_size) for n in ("config.json", "model.safetensors")]
+    files = [(n, sha256_file(folder / n), (folder / n).stat().st_size) for n in MODEL_FILES]
     card = model_card(folder, repo_id, dataset=dataset, license=license, files=files)
     result = PushResult(repo_id, None, None, files, card)
     if dry_run:
-        result.uploaded = ["config.json", "model.safetensors"] + [n for n in UPLOAD_EXTRAS if (folder / n).is_file()]
+        result.uploaded = list(MODEL_FILES) + [n for n in UPLOAD_EXTRAS if (folder / n).is_file()]
         return result
     if api is None:
         from huggingface_hub import HfApi

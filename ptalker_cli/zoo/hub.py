@@ -17,7 +17,8 @@ is a one-line error saying what to download and how. Partial downloads are disca
 
 A verified file is remembered (size, mtime and digest, in
 ``$PTALKER_CACHE/verified.json``, default ``~/.cache/ptalker``), so loading a cached
-model does not rehash gigabytes every time; ``ptalker models verify`` rehashes.
+model does not rehash gigabytes every time; ``ptalker models verify`` rehashes. The
+hashes and these records are :mod:`ptalker_cli.zoo.verify`.
 
 The speech encoders (``load_pretrained_speech_model``) are fetched the same way at
 their pinned revision and then loaded with ``transformers`` ``from_pretrained`` from
@@ -30,25 +31,34 @@ For tests and mirrors the hub address is ``HF_ENDPOINT`` (read at call time), an
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import PtalkerError
-from .registry import COMMIT_RE, REPO_RE, SHA256_RE, Registry, ZooEntry, load_registry
+from ..model.folder import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE
+from .registry import COMMIT_RE, REPO_RE, Registry, ZooEntry, load_registry
+from .verify import (
+    Expected,
+    cache_blob,
+    check_file,
+    evict,
+    expected_from_etag,
+    git_blob_sha1,
+    ptalker_cache_dir,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
-GIT_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 #: The files of a ptalker model folder on the hub (``PTalker.save_pretrained``).
-MODEL_FILES = ("config.json", "model.safetensors")
 #: Weight files tried, in order, for a speech encoder that is not in the registry.
 SPEECH_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+#: The hub's address when no argument, :func:`set_endpoint` or ``HF_ENDPOINT`` gives one.
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 _endpoint_override: str | None = None
 
@@ -72,20 +82,17 @@ def set_endpoint(url: str | None) -> None:
     _endpoint_override = url.rstrip("/") if url else None
 
 
-def hub_endpoint(endpoint: str | None = None) -> str | None:
-    """The hub address to use: argument, :func:`set_endpoint`, ``HF_ENDPOINT`` (read now), else the library default."""
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The hub address to use: argument, :func:`set_endpoint`, ``HF_ENDPOINT`` (read now), else
+    :data:`DEFAULT_ENDPOINT` (not ``huggingface_hub.constants.ENDPOINT``, frozen when it was imported)."""
     for value in (endpoint, _endpoint_override, os.environ.get("HF_ENDPOINT")):
         if value:
             return value.rstrip("/")
-    return None
+    return DEFAULT_ENDPOINT
 
 
 def _display_endpoint(endpoint: str | None) -> str:
-    if endpoint:
-        return endpoint
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
+    return endpoint or DEFAULT_ENDPOINT
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -143,15 +150,6 @@ def is_offline(offline: bool | None = None) -> bool:
     return offline_reason(offline) is not None
 
 
-def ptalker_cache_dir() -> Path:
-    """ptalker's own small state (verification records): ``PTALKER_CACHE`` or ``~/.cache/ptalker``."""
-    env = os.environ.get("PTALKER_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "ptalker"
-
-
 def parse_hf_uri(spec: str) -> tuple[str, str | None]:
     """``hf://org/repo[@revision]`` → (``org/repo``, revision or None)."""
     if not spec.startswith("hf://"):
@@ -162,130 +160,6 @@ def parse_hf_uri(spec: str) -> tuple[str, str | None]:
     if not REPO_RE.match(repo) or (_ and not rev):
         raise ZooError(f"'{spec}' is not a hub address; write hf://org/repo or hf://org/repo@revision")
     return repo, rev or None
-
-
-# --------------------------------------------------------------------------- hashing
-def sha256_file(path: str | Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def git_blob_sha1(path: str | Path, chunk: int = 8 << 20) -> str:
-    """The git object id of a file (what the hub reports as the ETag of a non-LFS file)."""
-    h = hashlib.sha1()
-    h.update(f"blob {os.path.getsize(path)}\0".encode())
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What a file must hash to, and who said so."""
-
-    algo: str  # "sha256" | "git-sha1"
-    digest: str
-    source: str  # "registry" | "hub (LFS sha256)" | "hub (git blob sha1)"
-
-    def compute(self, path: str | Path) -> str:
-        return sha256_file(path) if self.algo == "sha256" else git_blob_sha1(path)
-
-
-def expected_from_etag(etag: str | None) -> Expected | None:
-    etag = (etag or "").strip('"').lower()
-    if SHA256_RE.match(etag):
-        return Expected("sha256", etag, "hub (LFS sha256)")
-    if GIT_SHA1_RE.match(etag):
-        return Expected("git-sha1", etag, "hub (git blob sha1)")
-    return None
-
-
-def _blob_of(pointer: Path) -> Path | None:
-    """The cache blob a snapshot pointer links to (its name is the hub's ETag)."""
-    real = Path(os.path.realpath(pointer))
-    return real if real.parent.name == "blobs" else None
-
-
-# --------------------------------------------------------------------------- verification records
-def _records_path() -> Path:
-    return ptalker_cache_dir() / "verified.json"
-
-
-def _load_records() -> dict[str, dict]:
-    try:
-        data = json.loads(_records_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _save_records(records: dict[str, dict]) -> None:
-    from ..fileio import atomic_write_text
-
-    with contextlib.suppress(OSError):  # a read-only home only costs rehashing next time
-        atomic_write_text(_records_path(), json.dumps(records, indent=1, sort_keys=True) + "\n")
-
-
-def _stat_key(path: Path) -> tuple[str, dict]:
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    return real, {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _recorded_ok(path: Path, expected: Expected) -> bool:
-    try:
-        key, stat = _stat_key(path)
-    except OSError:
-        return False
-    rec = _load_records().get(key)
-    return bool(rec) and rec.get("algo") == expected.algo and rec.get("digest") == expected.digest and all(
-        rec.get(k) == v for k, v in stat.items())
-
-
-def _record(path: Path, expected: Expected) -> None:
-    try:
-        key, stat = _stat_key(path)
-    except OSError:
-        return
-    records = _load_records()
-    records[key] = {**stat, "algo": expected.algo, "digest": expected.digest}
-    _save_records(records)
-
-
-def _forget(path: Path) -> None:
-    records = _load_records()
-    if records.pop(os.path.realpath(path), None) is not None:
-        _save_records(records)
-
-
-def check_file(path: str | Path, expected: Expected, size: int | None = None,
-               trust_record: bool = True) -> tuple[bool, str]:
-    """Hash ``path`` (or trust an unchanged earlier verification) → (ok, actual digest)."""
-    path = Path(path)
-    if size is not None and path.stat().st_size != size:
-        return False, f"of a file of {path.stat().st_size} bytes (the registry says {size})"
-    if trust_record and _recorded_ok(path, expected):
-        return True, expected.digest
-    actual = expected.compute(path)
-    if actual == expected.digest:
-        _record(path, expected)
-        return True, actual
-    _forget(path)
-    return False, actual
-
-
-def _evict(pointer: Path) -> None:
-    """Remove a snapshot file and the blob behind it, so the next download starts clean."""
-    blob = _blob_of(pointer)
-    _forget(pointer)
-    for p in (pointer, blob):
-        if p is not None:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
 
 
 # --------------------------------------------------------------------------- errors
@@ -367,14 +241,14 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, *, sha2
                              cache=cache, endpoint=ep, hint=hint) from None
         expected = _expected_for(path, sha256, repo_id, filename, revision, reason, ep, token)
         if expected is None:
-            _evict(path)
+            evict(path)
             raise ZooError(f"{what}: neither the registry nor the hub gives a hash for it, so it cannot be "
                            "verified; the copy was removed")
         ok, actual = check_file(path, expected, size)
         if ok:
             return path
         last = (expected, actual)
-        _evict(path)
+        evict(path)
         if reason is not None:
             raise ZooError(f"the cached {what} is corrupt ({expected.algo} {actual[:16]}… instead of "
                            f"{expected.digest[:16]}… from the {expected.source}) and was removed; download it again "
@@ -392,7 +266,7 @@ def _expected_for(path: Path, sha256: str | None, repo_id: str, filename: str, r
                   offline: str | None, endpoint: str | None, token) -> Expected | None:
     if sha256:
         return Expected("sha256", sha256, "registry")
-    blob = _blob_of(path)
+    blob = cache_blob(path)
     exp = expected_from_etag(blob.name) if blob is not None else None
     if exp is not None or offline:
         return exp
@@ -543,7 +417,7 @@ def verify_entry(entry: ZooEntry, *, delete_bad: bool = False,
         if f.sha256:
             expected: Expected | None = Expected("sha256", f.sha256, "registry")
         else:
-            blob = _blob_of(state.path)
+            blob = cache_blob(state.path)
             expected = expected_from_etag(blob.name) if blob is not None else None
         if expected is None:
             results.append(VerifyResult(entry.name, f.name, "unverifiable", "no hash known"))
@@ -554,7 +428,7 @@ def verify_entry(entry: ZooEntry, *, delete_bad: bool = False,
         else:
             detail = f"{expected.algo} {actual} instead of {expected.digest} ({expected.source})"
             if delete_bad and entry.kind != "embedded":
-                _evict(state.path)
+                evict(state.path)
                 detail += "; removed"
             results.append(VerifyResult(entry.name, f.name, "mismatch", detail))
     return results
@@ -585,8 +459,8 @@ def resolve_model_folder(spec: str | Path, *, offline: bool | None = None, regis
         return fetch_entry(entry, offline=offline, registry=registry, cache_dir=cache_dir, endpoint=endpoint)
     models = [e.name for e in registry if e.kind != "audio-encoder"]
     names = ", ".join(["tiny"] + models)
-    raise ZooError(f"model '{spec_s}' not found: give a model name ({names}), a folder with config.json and "
-                   "model.safetensors, or hf://org/repo[@revision]")
+    raise ZooError(f"model '{spec_s}' not found: give a model name ({names}), a folder with {CONFIG_FILE} and "
+                   f"{WEIGHTS_FILE}, or hf://org/repo[@revision]")
 
 
 # --------------------------------------------------------------------------- speech encoders

@@ -266,7 +266,7 @@ def generate_corpus(
     _prepare_out_dir(root, force)
     try:
         return _write_corpus(root, int(speakers), int(sentences), float(fps), int(seed), progress, unseen,
-                             int(workers), voices, name, all_sentences, t_start)
+                             int(workers), voices, name, all_sentences, t_start, engine)
     except BaseException:  # an error, a full disk, an interruption: no half-written corpus is left
         _remove_owned(root, remove_root=created)
         raise
@@ -287,7 +287,7 @@ def _remove_owned(root: Path, remove_root: bool = False) -> None:
 
 def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: int, progress: ProgressFn | None,
                   unseen: int, workers: int, voices: tuple[str, ...], name: str, all_sentences: tuple[str, ...],
-                  t_start: float) -> SynthSummary:
+                  t_start: float, engine: str) -> SynthSummary:
     layout = DatasetLayout(root)
     head = load_head()
     texts = list(all_sentences[: int(sentences)])

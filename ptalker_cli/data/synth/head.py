@@ -1,7 +1,9 @@
 """The ICT-FaceKit head used by the generator: neutral mesh, blendshapes, identity modes.
 
-Pose = template + Σ wₖ·offsetₖ, template = neutral + Σ cⱼ·identityⱼ (all in cm). The data
-live in ``assets/`` (MIT, see assets/PROVENANCE.md) and ``templates/ict`` (shipped topology).
+Pose = template + Σ wₖ·offsetₖ, template = neutral + Σ cⱼ·identityⱼ (all in cm). The identity
+modes live in ``assets/`` (MIT, see assets/PROVENANCE.md); the neutral mesh and the expression
+blendshapes are the shipped ``templates/ict`` topology and its basis (``ptalker_cli.blendshapes``),
+of which the generator drives the 22 :data:`GENERATOR_SHAPES`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: The expression blendshapes the SynthTalk generator drives (a subset of the ICT basis's 45).
+GENERATOR_SHAPES = (
+    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthStretch_L", "mouthStretch_R",
+    "mouthRollLower", "mouthRollUpper", "mouthPress_L", "mouthPress_R", "mouthLowerDown_L",
+    "mouthLowerDown_R", "mouthUpperUp_L", "mouthUpperUp_R", "mouthSmile_L", "mouthSmile_R",
+    "eyeBlink_L", "eyeBlink_R", "browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R",
+)
 
 #: Upper and lower inner-lip vertices on the midline (Multi-PIE landmarks 62 and 66).
 UPPER_LIP_VERTEX = 5533
@@ -81,13 +91,13 @@ class LipGapModel:
 
 @lru_cache(maxsize=1)
 def load_head() -> Head:
-    """The ICT head (cached): shipped ``ict`` topology + the generator's blendshape assets."""
+    """The ICT head (cached): shipped ``ict`` topology, its blendshapes (the generator's 22) + identities."""
+    from ...blendshapes import load_builtin_blendshapes
     from ...mesh import load_builtin
 
     topo = load_builtin("ict")
-    with np.load(ASSETS / "blendshapes.npz", allow_pickle=False) as z:
-        names = tuple(str(n) for n in z["names"])
-        offsets = np.ascontiguousarray(z["offsets"], dtype=np.float32)
+    basis = load_builtin_blendshapes("ict").subset(GENERATOR_SHAPES)
+    names, offsets = basis.names, basis.offsets
     with np.load(ASSETS / "identities.npz", allow_pickle=False) as z:
         ident = np.ascontiguousarray(z["offsets"], dtype=np.float32)
     for arr in (offsets, ident):

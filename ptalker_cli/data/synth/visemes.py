@@ -371,7 +371,8 @@ def phone_energy(wave: np.ndarray, sample_rate: int, phones: Sequence) -> np.nda
     return e / m if m > 0 else e
 
 
-def blink_curve(times: np.ndarray, duration: float, rng: np.random.Generator, interval: float) -> tuple[np.ndarray, list]:
+def blink_curve(times: np.ndarray, duration: float, rng: np.random.Generator,
+                interval: float) -> tuple[np.ndarray, list]:
     """Blinks: intervals interval·U(0.5, 1.5), lengths 150–250 ms, 40 % closing / 60 % opening."""
     w = np.zeros(len(times))
     events = []

@@ -1,36 +1,33 @@
-"""The PTalker model: M̂ = D(E_a^c(audio), E_m^c(E_G(M)), s), s = s_a + s_m + s_p.
+"""The PTalker network: M̂ = D(E_a^c(audio), E_m^c(E_G(M)), s), s = s_a + s_m + s_p.
 
-Training uses :meth:`PTalker.forward` (teacher forcing, causal: no ground-truth
-frame ``≥ t`` reaches the prediction of frame ``t``) and :meth:`PTalker.losses`;
-inference uses :meth:`PTalker.generate` (incremental decoding with a key/value
-cache, a first pass and styled refinement passes, see docs/inference.md).
+The modules (speech encoders, identity style, graph encoder, motion encoders, decoder, output
+head, the speaker classifiers and CLUB estimators of the losses), the teacher-forced
+:meth:`PTalker.forward` (causal: no ground-truth frame ``≥ t`` reaches the prediction of frame
+``t``) and :meth:`PTalker.losses`. Inference lives in :mod:`.decoding` (bound here as
+``generate`` / ``encode_speech`` / ``decode_motion``); the model folder in :mod:`.folder`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LossConfig, ModelConfig
-from ..errors import ConfigError, PtalkerError
+from ..errors import ConfigError
 from ..mesh import Topology
+from . import decoding
+from . import folder as model_folder
 from . import losses as L
-from .audio_encoders import AudioStyleEncoder, SpeechEncoder, build_speech_model
+from .audio_encoders import AudioStyleEncoder, SpeechEncoder, SpeechLoader, build_speech_model, normalize_audio
 from .decoder import MotionDecoder
+from .graph_encoder import GraphAttentionEncoder
 from .identity import IdentityStyleEncoder
-from .motion_encoders import MotionContentEncoder, MotionStyleEncoder
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from .motion_encoders import MotionContentEncoder, MotionStyleEncoder, shift_right
 
 
 @dataclass
@@ -52,67 +49,9 @@ class ForwardOutput:
     adv_logits: list[Tensor] = field(default_factory=list)
 
 
-#: Allowed ``StyleSpec.strength``. Training only ever adds the personal style parts s_p and s_m at
-#: scale 1, or 0 (identity_dropout / motion_dropout), so [0, 1] interpolates between what the model
-#: saw; up to 2 exaggerates the style. Beyond that the style code is extrapolated far outside training,
-#: and a negative strength inverts the personal style: neither means anything.
-STYLE_STRENGTH_RANGE = (0.0, 2.0)
-
-
-def check_style_strength(value: float) -> float:
-    """``value`` as a float when it lies in :data:`STYLE_STRENGTH_RANGE`, else a one-line :class:`PtalkerError`."""
-    lo, hi = STYLE_STRENGTH_RANGE
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = math.nan
-    if not lo <= x <= hi:  # NaN fails too
-        raise PtalkerError(f"style strength {value} is outside [{lo:g}, {hi:g}]: 0 keeps only the audio style, "
-                           f"1 is the learned style, {hi:g} exaggerates it")
-    return x
-
-
-@dataclass
-class StyleSpec:
-    """How to style a generation.
-
-    ``subject_weights`` (B, N): a one-hot (seen subject), a blend over training
-    subjects, or None / zeros (unseen subject: style from audio alone).
-    ``reference_style`` (B, d): a motion style code from a reference motion.
-    ``strength`` scales the personal parts (s_p and s_m) of the style code, within
-    :data:`STYLE_STRENGTH_RANGE` (checked here).
-    ``reference_motion`` (B, T, V, 3): the reference motion itself (absolute vertices); only
-    ``inference_form="released"`` uses it (its first frame starts the decoder, spec §3.3).
-    """
-
-    subject_weights: Tensor | None = None
-    reference_style: Tensor | None = None
-    strength: float = 1.0
-    reference_motion: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        self.strength = check_style_strength(self.strength)
-
-
-def shift_right(disp: Tensor) -> Tensor:
-    """(B, T, ...) → the same with a zero frame first and the last frame dropped."""
-    return torch.cat([torch.zeros_like(disp[:, :1]), disp[:, :-1]], dim=1)
-
-
-def normalize_audio(wave: Tensor, lengths: Tensor | None = None) -> Tensor:
-    """Per-utterance zero mean / unit variance over the valid samples (the feature extractor's do_normalize)."""
-    if lengths is None:
-        mean = wave.mean(-1, keepdim=True)
-        var = wave.var(-1, unbiased=False, keepdim=True)
-        return (wave - mean) / torch.sqrt(var + 1e-7)
-    mask = (torch.arange(wave.shape[1], device=wave.device).unsqueeze(0) < lengths.unsqueeze(1)).to(wave.dtype)
-    n = mask.sum(-1, keepdim=True).clamp(min=1.0)
-    mean = (wave * mask).sum(-1, keepdim=True) / n
-    var = (((wave - mean) * mask) ** 2).sum(-1, keepdim=True) / n
-    return (wave - mean) / torch.sqrt(var + 1e-7) * mask
-
-
 class PTalker(nn.Module):
+    """The network (modules, teacher-forced forward, losses) with the inference engine bound as methods."""
+
     def __init__(self, config: ModelConfig, topology: Topology, subject_templates: np.ndarray | None = None,
                  speech_models: dict[str, nn.Module] | None = None):
         """Build the model. ``speech_models`` are pre-built transformers models (see :func:`build_model`)."""
@@ -166,8 +105,6 @@ class PTalker(nn.Module):
             dropout=config.dropout)
         # motion path: the decoder's autoregressive input, E_G and the motion encoders
         self.vertice_encoder = nn.Linear(v3, d)
-        if config.use_graph_encoder and (config.use_motion_content or config.use_motion_style):
-            from .graph_encoder import GraphAttentionEncoder
         self.graph_encoder = (
             GraphAttentionEncoder(topology.edges, config.num_vertices, d, config.gat_channels, config.gat_heads)
             if config.use_graph_encoder and (config.use_motion_content or config.use_motion_style) else None
@@ -252,9 +189,9 @@ class PTalker(nn.Module):
         """Motion content c (B,T,d) and running / clip motion style from shifted displacements."""
         if self.content_motion is None and self.style_motion is None:
             return None, None, None, None
-        return self._codes_from_features(self.motion_features(disp_in), mask)
+        return self.codes_from_features(self.motion_features(disp_in), mask)
 
-    def _codes_from_features(self, g: Tensor, mask: Tensor | None):
+    def codes_from_features(self, g: Tensor, mask: Tensor | None):
         c = self.content_motion(g, mask) if self.content_motion is not None else None
         tokens = running = clip = None
         if self.style_motion is not None:
@@ -389,228 +326,23 @@ class PTalker(nn.Module):
         terms["total"] = objective + terms["club_fit"] if "club_fit" in terms else objective
         return terms
 
-    # ------------------------------------------------------------------ inference
-    @torch.inference_mode()
-    def generate(self, audio: Tensor, template: Tensor, style: StyleSpec | None = None,
-                 audio_lengths: Tensor | None = None, use_cache: bool = True,
-                 refine_passes: int | None = None) -> Tensor:
-        """Animate (B, L) 16-kHz waveforms → (B, T, V, 3) vertices, T = the audio's motion frames.
+    # ------------------------------------------------------------------ inference (decoding.py)
+    generate = decoding.generate
+    encode_speech = decoding.encode_speech
+    decode_motion = decoding.decode_motion
 
-        Pass 1 decodes with the identity/audio (and reference) style; each refinement
-        pass re-encodes the previous pass's motion with E_G and the motion encoders
-        (causal, batched over all frames) and decodes again with the motion content
-        and running motion style. Each pass is linear in length with the KV cache.
-        ``use_cache=False`` recomputes the whole prefix every step (slow reference).
-        """
-        feats = self.encode_speech(audio, audio_lengths)
-        return self.decode_motion(feats, template, style, use_cache, refine_passes)
-
-    @torch.inference_mode()
-    def encode_speech(self, audio: Tensor, audio_lengths: Tensor | None = None) -> dict[str, Tensor | None]:
-        """The speech encoders' part of :meth:`generate`: content features a, audio style s_a."""
-        b = audio.shape[0]
-        if audio_lengths is None:
-            audio_lengths = torch.full((b,), audio.shape[1], dtype=torch.long, device=audio.device)
-        t = self.num_motion_frames(int(audio_lengths.max()))
-        if t <= 0:
-            raise ValueError("audio too short to produce a motion frame")
-        frame_lengths = torch.tensor([self.num_motion_frames(int(n)) for n in audio_lengths], device=audio.device)
-        wave = normalize_audio(audio, audio_lengths)
-        a, _ = self.encode_audio(wave, audio_lengths, t, frame_lengths)
-        s_a = self.audio_style_code(wave, audio_lengths)[0]
-        return {"audio_content": a, "s_a": s_a, "frame_lengths": frame_lengths}
-
-    @torch.inference_mode()
-    def decode_motion(self, feats: dict[str, Tensor | None], template: Tensor, style: StyleSpec | None = None,
-                      use_cache: bool = True, refine_passes: int | None = None) -> Tensor:
-        """Everything after the speech encoders: decoder passes, E_G, motion encoders, output head."""
-        style = style or StyleSpec()
-        if self.config.inference_form == "released":  # the released predict_* loops (use_cache/refine ignored)
-            from .released import released_decode_motion
-
-            return released_decode_motion(self, feats, template, style)
-        a, s_a, frame_lengths = feats["audio_content"], feats["s_a"], feats["frame_lengths"]
-        b, t = a.shape[0], a.shape[1] // self.k
-        weights = style.subject_weights
-        if weights is None:
-            weights = torch.zeros(b, max(self.config.num_subjects, 1), device=a.device)
-        s_p = self.identity(weights.to(a.device, a.dtype))
-        cond = self.start_token + style.strength * s_p.unsqueeze(1)
-        if s_a is not None:
-            cond = cond + s_a.unsqueeze(1)
-        ref = style.reference_style
-        if ref is not None and self.style_motion is not None:
-            cond = cond + style.strength * ref.unsqueeze(1)
-        passes = self.config.refine_passes if refine_passes is None else refine_passes
-        if self.content_motion is None and self.style_motion is None:
-            passes = 0
-        hidden = self._decode(cond.expand(b, t, -1), a, use_cache)
-        frame_mask = torch.arange(t, device=a.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
-        for _ in range(passes):
-            c, _, running, _ = self._refine_codes(hidden, frame_mask)
-            extra = cond.expand(b, t, -1)
-            if c is not None:
-                extra = extra + c
-            if running is not None and ref is None:
-                extra = extra + style.strength * running
-            hidden = self._decode(extra, a, use_cache)
-        # output head with the template folded into its bias: one pass over the (T, 3V) output
-        head = self.vertice_decoder
-        bias = head.bias.unsqueeze(0) + template.reshape(b, 1, -1)  # (B, 1, 3V)
-        return torch.baddbmm(bias, hidden, head.weight.t().expand(b, -1, -1)).view(b, t, -1, 3)
-
-    def _refine_codes(self, hidden: Tensor, frame_mask: Tensor):
-        """The motion codes of the motion a pass decoded (its frames shifted by one).
-
-        On the fused CPU path the shifted displacements are produced directly in the
-        graph encoder's vertex-major layout — W (3V × d) @ [0, h_0 … h_{T−2}] — which
-        saves the (T, 3V) output, the shift and the transpose; the result is the same.
-        """
-        b, t, d = hidden.shape
-        g_enc = self.graph_encoder
-        if g_enc is not None and b == 1 and g_enc.native_vertex_major_ok(hidden):
-            h_prev = torch.cat([hidden.new_zeros(1, d), hidden[0, :-1]]).t()  # (d, T)
-            head = self.vertice_decoder
-            n = head.weight.shape[0] * t
-            ws = self.__dict__.get("_refine_workspace")
-            if ws is None or ws.numel() < n or ws.dtype != hidden.dtype:
-                ws = torch.empty(n, dtype=hidden.dtype)  # reused: first-touch page faults cost as much as the product
-                self.__dict__["_refine_workspace"] = ws
-            disp_vm = ws[:n].view(-1, t)
-            torch.addmm(head.bias.unsqueeze(1), head.weight, h_prev, out=disp_vm)  # (3V, T) = (V, 3, T)
-            disp_vm[:, 0] = 0.0  # frame −1 is a zero displacement
-            g = g_enc.encode_vertex_major(disp_vm.view(-1, 3, t)).unsqueeze(0)
-            return self._codes_from_features(g, frame_mask)
-        disp = self.vertice_decoder(hidden).view(b, t, -1, 3)
-        return self.motion_codes(shift_right(disp), frame_mask)
-
-    def _decode(self, extra: Tensor, memory: Tensor, use_cache: bool) -> Tensor:
-        """Autoregressive decoding: token_t = embed(previous frame) + extra_t.
-
-        With the cache, embed(head(h)) is folded into one d×d map (both are linear), so
-        each step costs O(t·d) attention plus O(d²) — no V-sized work in the loop.
-        """
-        b, t, d = extra.shape
-        w_fold = self.vertice_encoder.weight @ self.vertice_decoder.weight  # (d, d)
-        b_fold = self.vertice_encoder.weight @ self.vertice_decoder.bias + self.vertice_encoder.bias
-        first = self.vertice_encoder.bias  # embedding of a zero displacement
-        if not use_cache:
-            tokens = (first + extra[:, :1]).clone()
-            outs = []
-            for i in range(t):
-                h = self.decoder(tokens, memory)[:, -1:]
-                outs.append(h)
-                if i + 1 < t:
-                    frame = self.vertice_decoder(h)
-                    tokens = torch.cat([tokens, self.vertice_encoder(frame) + extra[:, i + 1: i + 2]], dim=1)
-            return torch.cat(outs, dim=1)
-        state = self.decoder.prepare(memory)
-        token = first + extra[:, :1]
-        if not (torch.is_grad_enabled() and (w_fold.requires_grad or extra.requires_grad or any(
-                p.requires_grad for p in self.decoder.parameters()) or memory.requires_grad)):
-            # the whole pass in one fused C call (CPU float32, eval, no autograd); None when
-            # it does not apply (or PTALKER_NO_NATIVE=1 / no compiler): the loop below
-            from .native import decode_pass as native_decode_pass
-
-            out = native_decode_pass(self.decoder, state, token, extra, w_fold, b_fold)
-            if out is not None:
-                return out
-        out = extra.new_empty(b, t, d)
-        with _single_thread(memory.device):
-            for i in range(t):
-                h = self.decoder.step(token, state)
-                out[:, i: i + 1] = h
-                if i + 1 < t:
-                    token = F.linear(h, w_fold, b_fold) + extra[:, i + 1: i + 2]
-        return out
-
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ the model folder (folder.py)
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (atomically) into ``folder``."""
-        from safetensors.torch import save_file
-
-        from ..fileio import atomic_path
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {"format": "pt", "topology": self.topology.name, "units": self.topology.units}
-        with atomic_path(folder / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata=meta)
-        with atomic_path(folder / CONFIG_NAME) as tmp:
-            tmp.write_text(self.config.to_json())
-        return folder
+        """Write the model folder (``config.json`` and ``model.safetensors``, atomically) into ``folder``."""
+        return model_folder.write_model_folder(folder, self.config, self.state_dict(), self.topology)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "PTalker":
-        """Load a model saved by :meth:`save_pretrained` (strict: every weight must match)."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not cfg_path.exists() or not w_path.exists():
-            raise ConfigError(f"{folder} is not a ptalker model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        config = ModelConfig.load(cfg_path)
-        try:
-            with safe_open(str(w_path), "pt") as fh:
-                meta = fh.metadata() or {}
-            state = load_file(str(w_path), device=str(map_location))
-        except Exception as exc:
-            raise ConfigError(f"cannot read {w_path}: {exc}") from None
-        try:
-            regions = {"lip": state["lip_index"].cpu().numpy(), "upper_face": state["upper_index"].cpu().numpy()}
-            topo = Topology(meta.get("topology", config.topology), state["template"].cpu().numpy(),
-                            state["faces"].cpu().numpy(), regions, meta.get("units", "normalized"))
-            model = cls(config, topo, state["subject_templates"].cpu().numpy())
-        except KeyError as exc:
-            raise ConfigError(f"{w_path} lacks the tensor {exc}; the checkpoint is incomplete") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ConfigError(
-                f"{w_path} does not match its config: {len(missing)} missing and {len(unexpected)} unexpected "
-                f"tensors (e.g. {(list(missing) + list(unexpected))[:3]})"
-            )
+        """Load a model folder written by :meth:`save_pretrained` (strict: every weight must match)."""
+        config, topology, templates, state = model_folder.read_model_folder(folder, map_location)
+        model = cls(config, topology, templates)
+        model_folder.load_weights(model, state, folder)
         return model.to(map_location).eval()
-
-
-@contextlib.contextmanager
-def _single_thread(device: torch.device):
-    """Run the per-step loop on one CPU thread.
-
-    Each step is a few hundred tiny operations; with several intra-op threads every
-    one of them pays a synchronization, and on a busy machine a thread that was
-    descheduled stalls the whole step (measured here: 3.9 ms per step on one thread
-    against 89 ms on two under load). GPU runs are unaffected.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def model_topology(folder: str | Path, subject: str | None = None) -> Topology:
-    """The topology of a saved model (its template, or ``subject``'s), read without building the model."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    config = ModelConfig.load(folder / CONFIG_NAME)
-    try:
-        with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:
-            meta = fh.metadata() or {}
-            vertices = fh.get_tensor("template").numpy()
-            if subject is not None and subject in config.template_subjects:
-                vertices = fh.get_tensor("subject_templates")[config.template_subjects.index(subject)].numpy()
-            faces = fh.get_tensor("faces").numpy()
-            regions = {"lip": fh.get_tensor("lip_index").numpy(), "upper_face": fh.get_tensor("upper_index").numpy()}
-    except Exception as exc:
-        raise ConfigError(f"cannot read the mesh of model {folder}: {exc}") from None
-    return Topology(meta.get("topology", config.topology), vertices, faces, regions, meta.get("units", "normalized"))
 
 
 def _valid_pairs(c: Tensor, s: Tensor, cm: Tensor | None, sm: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -637,15 +369,19 @@ def _speech_specs(config: ModelConfig) -> dict[str, Any]:
     return specs
 
 
-def build_model(config: ModelConfig, topology: Topology, subject_templates: np.ndarray | None = None) -> PTalker:
+def build_model(config: ModelConfig, topology: Topology, subject_templates: np.ndarray | None = None,
+                speech_loader: SpeechLoader | None = None) -> PTalker:
     """Build a fresh model: speech encoders from their pretrained checkpoints (or from ``hf_config``).
 
-    The returned model's config has every speech encoder's ``hf_config`` filled in, so
-    its checkpoint can be rebuilt offline by :meth:`PTalker.from_pretrained`.
+    ``speech_loader`` fetches the pretrained weights of a speech encoder without ``hf_config``
+    (:func:`ptalker_cli.zoo.hub.load_pretrained_speech_model`; see
+    :func:`.audio_encoders.build_speech_model`). The returned model's config has every speech
+    encoder's ``hf_config`` filled in, so its checkpoint can be rebuilt offline by
+    :meth:`PTalker.from_pretrained`.
     """
     models, filled = {}, {}
     for key, spec in _speech_specs(config).items():
-        models[key], filled[key] = build_speech_model(spec)
+        models[key], filled[key] = build_speech_model(spec, speech_loader)
     styles = tuple(filled.get(f"style{i}", s) for i, s in enumerate(config.audio_style))
     config = replace(config, audio_content=filled["content"], audio_style=styles)
     return PTalker(config, topology, subject_templates, models)
