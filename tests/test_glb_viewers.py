@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import TESTS_JS, Browser, Site
 from typer.testing import CliRunner
 
-from browser import TESTS_JS, Browser, Site
 from ptalker_cli.cli.app import app
 from ptalker_cli.export.glb import read_glb
 
