@@ -293,7 +293,7 @@ def test_data_synth_interrupted(tmp_path):
     """Worker processes and their festival children end; the unfinished corpus is removed."""
     out = tmp_path / "corpus"
     proc = start(tmp_path, "data", "synth", out, "--speakers", "4", "--sentences", "120", "--workers", "2",
-                 "--quiet")
+                 "--tts", "festival", "--quiet")
     festival = wait_for(proc, "festival synthesising in both workers",
                         lambda: len(f := [p for p, (n, pp) in tree(proc.pid).items() if "festival" in n and
                                           pp != proc.pid]) == 2 and f)

@@ -143,10 +143,10 @@ def save_checkpoint(run_dir: Path, model, optimizer: torch.optim.Optimizer, stat
                 os.replace(last, old)
             os.replace(tmp, last)
             _fsync_dir(run_dir)
+        shutil.rmtree(old, ignore_errors=True)  # inside the try: an interruption here is tidied up too
     except BaseException:
         tidy_run_dir(run_dir)
         raise
-    shutil.rmtree(old, ignore_errors=True)
     return last
 
 
