@@ -141,6 +141,30 @@ def _chromium_three() -> str | None:
     return None
 
 
+def _chromium() -> str | None:
+    """Chromium + Playwright + WebGL 2 (SwiftShader): the browser tests (tests/browser.py)."""
+    import browser
+
+    return browser.missing()
+
+
+def _node_js_deps() -> str | None:
+    """node and the pinned JavaScript the tests use (tests/js: three.js, gltf-validator)."""
+    import json
+    from pathlib import Path
+
+    if shutil.which("node") is None:
+        return "no node on PATH: apt-get install nodejs npm"
+    root = Path(__file__).resolve().parent / "js"
+    wanted = json.loads((root / "package.json").read_text())["dependencies"]
+    for name, spec in wanted.items():
+        version = spec.rsplit("@", 1)[-1] if spec.startswith("npm:") else spec  # an alias: npm:three@0.170.0
+        meta = root / "node_modules" / name / "package.json"
+        if not meta.exists() or json.loads(meta.read_text()).get("version") != version:
+            return f"{name} {version} is not installed in tests/js: run npm ci --prefix tests/js"
+    return None
+
+
 PROBES: dict[str, Callable[[], str | None]] = {
     "festival": _festival,
     "cc": _c_compiler,
@@ -151,6 +175,8 @@ PROBES: dict[str, Callable[[], str | None]] = {
     "cuda": _cuda,
     "node-gltf-validator": _node_gltf_validator,
     "chromium-three": _chromium_three,
+    "chromium": _chromium,
+    "node-js-deps": _node_js_deps,
 }
 
 

@@ -185,7 +185,7 @@ def test_format_all_names_outputs_after_each_input(wav_file, tmp_path):
     outs = tmp_path / "outs"
     res = run("animate", a, b, "-m", "tiny", "-o", f"{outs}/", "--format", "all", "-q")
     assert res.exit_code == 0, res.output
-    kinds = (".glb", ".json", ".mp4", ".npy", "_obj", "_ply")
+    kinds = (".glb", ".json", ".mp4", ".npy", ".wav", "_obj", "_ply")  # .wav: the audio beside the GLB
     assert sorted(p.name for p in outs.iterdir()) == [f"{s}{k}" for s in "ab" for k in kinds]
     assert np.load(outs / "a.npy").shape == (12, 192, 3) and len(list((outs / "b_obj").glob("*.obj"))) == 12
     # one input: -o is a base name, a .npy / .glb / .mp4 suffix is dropped

@@ -11,7 +11,7 @@ import trimesh
 
 from ptalker_cli.errors import MotionError, PtalkerError
 from ptalker_cli.export import detect_format, write_motion
-from ptalker_cli.export.glb import read_glb
+from ptalker_cli.export.glb import GlbOptions, read_glb
 from ptalker_cli.mesh import tiny_topology
 from ptalker_cli.motion import Motion
 
@@ -78,7 +78,7 @@ def test_folder_suffix_defaults_to_obj(tmp_path, topo):
 def test_glb_round_trip(tmp_path, topo):
     m = _motion(topo, frames=10, fps=30.0)
     out = tmp_path / "m.glb"
-    write_motion(m, topo, out)
+    write_motion(m, topo, out, glb=GlbOptions(motion="per-frame"))  # the compact layout: tests/test_glb.py
     g = read_glb(out)
     np.testing.assert_allclose(g["template"], topo.vertices, atol=1e-6)
     np.testing.assert_array_equal(g["faces"], topo.faces)
@@ -101,7 +101,7 @@ def test_glb_round_trip(tmp_path, topo):
 
 def test_glb_size_is_about_frames_times_vertices(tmp_path, topo):
     m = _motion(topo, frames=20)
-    write_motion(m, topo, tmp_path / "m.glb")
+    write_motion(m, topo, tmp_path / "m.glb", glb=GlbOptions(motion="per-frame"))
     size = (tmp_path / "m.glb").stat().st_size
     expected = 20 * topo.num_vertices * 12
     assert expected < size < expected + 40_000

@@ -53,6 +53,19 @@ def _check_output(output_arg: str | None, inputs: int, live: bool) -> tuple[Path
     return output, is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
 
 
+def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, force: bool) -> list[Path]:
+    """npy/obj/ply/glb/mp4/all through write_motion: the audio is muxed into an MP4 and written beside
+    a GLB (OUT.wav); ``glb``: the --glb-* options (glb output only)."""
+    from ..export import detect_format, write_motion
+
+    chosen = fmt or detect_format(out)
+    if glb is not None and chosen not in ("glb", "all"):
+        raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
+    with_audio = chosen in ("mp4", "glb", "all")
+    return write_motion(motion, topo, out, fmt, force=force, glb=glb if chosen in ("glb", "all") else None,
+                        **({"audio": audio} if with_audio else {}))
+
+
 def _interrupted_note(results: list, total: int) -> str:
     done = sum(e["status"] == "ok" for e in results)
     return f"{done} of {total} outputs were written, the one in progress was not" if done else "nothing written"
@@ -97,6 +110,11 @@ def animate(
                                       "(VMC protocol, /VMC/Ext/Blend/Val; VTuber apps: port 39539)."),
     realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace --livelink/--osc frames at the "
                                   "motion's frame rate, or send them as fast as possible."),
+    glb_motion: Optional[str] = typer.Option(None, "--glb-motion", help="GLB motion layout: compact (a few "
+                                             "principal shapes + per-frame weights, within 0.1 mm RMS; default) or "
+                                             "per-frame (one morph target per frame: large)."),
+    glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions "
+                                      "(KHR_mesh_quantization; about a fifth smaller)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
@@ -104,13 +122,14 @@ def animate(
 ) -> None:
     """Animate a face from speech."""
     from ..arkit.outputs import ArkitOutputs
-    from ..export import detect_format, write_motion
+    from ..export import glb_options
     from ..inference import Animator, load_model
     from ..model.decoding import check_style_strength
 
     if fmt is not None and fmt not in FORMATS + ("all",):
         raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
     check_style_strength(style_strength)
+    glb = glb_options(glb_motion, glb_quantize)
     many = len(audio) > 1
     output, folder = _check_output(output_arg, len(audio), live=bool(livelink or osc))
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
@@ -133,9 +152,7 @@ def animate(
                 if arkit.writes_curves(out, out_fmt):
                     written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
                 elif out is not None:
-                    video = (out_fmt or detect_format(out)) in ("mp4", "all")
-                    written = write_motion(res.motion, topo, out, out_fmt, force=force,
-                                           **({"audio": path} if video else {}))
+                    written = _write_mesh(res.motion, topo, out, out_fmt, path, glb, force)
                 if arkit.live:
                     arkit.stream(res.motion, topo)
                 entry.update(

@@ -33,7 +33,7 @@ def render(
         Optional[str],
         typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the topology named in the motion's sidecar."),
     ] = None,
-    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video; it sets the video's length.")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video (it sets the video's length); with .glb output, written beside it as OUT.wav.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, a folder = OBJ frames).")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="npy|obj|ply|glb|mp4|all (default: from the -o suffix).")] = None,
     resolution: Annotated[int, typer.Option("--resolution", "-r", help="Frame height and per-panel width in pixels.")] = 512,
@@ -42,6 +42,11 @@ def render(
     view: Annotated[str, typer.Option("--view", help="Camera: front or side.")] = "front",
     side_by_side: Annotated[Optional[Path], typer.Option("--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right.")] = None,
     heatmap: Annotated[bool, typer.Option("--heatmap", help="Colour the motion by per-vertex distance to the --side-by-side ground truth.")] = False,
+    glb_motion: Annotated[Optional[str], typer.Option(
+        "--glb-motion", help="GLB motion layout: compact (principal shapes + weights, within 0.1 mm RMS; default) "
+        "or per-frame (one morph target per frame).")] = None,
+    glb_quantize: Annotated[bool, typer.Option(
+        "--glb-quantize", help="GLB: 16-bit target positions (KHR_mesh_quantization; about a fifth smaller).")] = False,
     renderer: Annotated[str, typer.Option("--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -50,10 +55,11 @@ def render(
                               "(default: the template's own; ict ships one).")] = None,
 ) -> None:
     """Render a motion to an MP4 with audio (or export it as OBJ/PLY/GLB frames)."""
-    from ..export import detect_format, write_motion
+    from ..export import detect_format, glb_options, write_motion
     from ..export.curves import is_curve_file
     from ..motion import Motion
 
+    glb = glb_options(glb_motion, glb_quantize)
     if is_curve_file(motion):  # ARKit curves: pose them on the template (default ict)
         from ..arkit import curves_to_motion
         from ..export.curves import read_curves
@@ -69,10 +75,17 @@ def render(
         audio=audio, resolution=resolution, fps=fps, background=background, view=view,
         side_by_side=gt, error_heatmap=heatmap, renderer=renderer,
     )  # fmt: skip
+    if glb is not None and chosen not in ("glb", "all"):
+        raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
     if chosen not in ("mp4", "all"):
-        if audio is not None or gt is not None or heatmap:
-            raise PtalkerError(f"--audio, --side-by-side and --heatmap apply to mp4 output, not {chosen}")
-        video_opts = {}
+        if gt is not None or heatmap:
+            raise PtalkerError(f"--side-by-side and --heatmap apply to mp4 output, not {chosen}")
+        if audio is not None and chosen != "glb":
+            raise PtalkerError(f"--audio applies to mp4 output (muxed) and glb output (OUT.wav beside it), "
+                               f"not {chosen}")
+        video_opts = {"audio": audio} if audio is not None else {}
+    if chosen in ("glb", "all"):
+        video_opts["glb"] = glb
 
     if quiet or chosen not in ("mp4", "all"):
         written = write_motion(m, topo, out, chosen, force, **video_opts)

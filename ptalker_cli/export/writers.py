@@ -122,16 +122,63 @@ def write_ply_sequence(motion: Motion, topology: Topology, out: Path, progress=N
     return [out]
 
 
-def write_glb_file(motion: Motion, topology: Topology, out: Path) -> list[Path]:
-    """One glTF 2.0 binary: template mesh + one morph target per frame + a weights animation."""
-    from .glb import write_glb
+def write_glb_file(motion: Motion, topology: Topology, out: Path, options=None,
+                   audio: str | Path | None = None) -> list[Path]:
+    """One glTF 2.0 binary (see :mod:`.glb`) and, with ``audio``, ``OUT.wav`` beside it (glTF has no audio).
+
+    The GLB's ``extras.audio`` names the WAV. When ``audio`` already is ``OUT.wav`` it is left
+    as it is (and not listed as written). Both files appear or neither does.
+    """
+    from .glb import GlbOptions, write_glb
 
     _require_faces(topology, "GLB")
     extras = {"topology": topology.name, **{k: v for k, v in motion.meta.items() if isinstance(v, (str, int, float))}}
+    wav = out.with_suffix(".wav") if audio is not None else None
+    if wav is not None:
+        extras["audio"] = wav.name
+        if _same_file(wav, Path(audio)):
+            wav = None
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
-            write_glb(fh, topology.vertices, topology.faces, motion.vertices, motion.fps, units=topology.units, name=topology.name, extras=extras)
-    return [out]
+            write_glb(fh, topology.vertices, topology.faces, motion.vertices, motion.fps, units=topology.units,
+                      name=topology.name, extras=extras, lip=topology.regions.get("lip"),
+                      options=options or GlbOptions())
+        if wav is not None:  # renamed into place just before the GLB
+            write_wav_copy(audio, wav)
+    return [out] if wav is None else [out, wav]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_wav_copy(audio: str | Path, wav: Path) -> Path:
+    """``audio`` (anything libsndfile reads) as 16-bit PCM WAV at its own rate and channels, streamed."""
+    import soundfile as sf
+
+    from ..audio import audio_info
+
+    info = audio_info(audio)  # one-line AudioError for a missing or unreadable file
+    with atomic_path(wav) as tmp:
+        with sf.SoundFile(str(audio)) as src, sf.SoundFile(str(tmp), "w", samplerate=info.sample_rate,
+                                                           channels=info.channels, subtype="PCM_16",
+                                                           format="WAV") as dst:
+            for block in src.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                dst.write(block)
+    return wav
+
+
+def glb_options(motion: str | None = None, quantize: bool = False):
+    """:class:`~ptalker_cli.export.glb.GlbOptions` from the command line's ``--glb-motion`` and
+    ``--glb-quantize``; None when both are left at their defaults."""
+    if motion is None and not quantize:
+        return None
+    from .glb import GlbOptions
+
+    return GlbOptions(motion=motion or "compact", quantize=quantize)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -156,6 +203,7 @@ def write_motion(
     out: str | Path,
     fmt: str | None = None,
     force: bool = False,
+    glb=None,
     **render_options,
 ) -> list[Path]:
     """Write ``motion`` as ``fmt`` (``npy``, ``obj``, ``ply``, ``glb``, ``mp4`` or ``all``).
@@ -164,7 +212,9 @@ def write_motion(
     ``all``, ``out`` is a base name: ``OUT.npy``, ``OUT_obj/``, ``OUT_ply/``,
     ``OUT.glb`` and ``OUT.mp4`` are written. ``render_options`` go to
     :func:`~ptalker_cli.export.video.render_video` for MP4 (``audio``, ``resolution``,
-    ...). Returns the paths written. Raises :class:`PtalkerError` / :class:`MotionError`
+    ...); ``audio`` also goes beside a GLB as ``OUT.wav``. ``glb``: a
+    :class:`~ptalker_cli.export.glb.GlbOptions` (layout, quantization, error budget).
+    Returns the paths written. Raises :class:`PtalkerError` / :class:`MotionError`
     (one line) with nothing written for: an existing output without ``force``, a
     vertex-count mismatch with the template, NaN vertices, or an empty motion.
     """
@@ -176,19 +226,26 @@ def write_motion(
         raise MotionError(f"expected a Motion, got {type(motion).__name__}")
     motion.validate(topology.num_vertices, source="motion")
     targets = _targets(out, fmt)
-    for name, path in targets.items():
+    targets_to_check = dict(targets)
+    audio = render_options.get("audio")
+    if "glb" in targets and audio is not None and not _same_file(targets["glb"].with_suffix(".wav"), Path(audio)):
+        targets_to_check["wav"] = targets["glb"].with_suffix(".wav")
+    for name, path in targets_to_check.items():
         try:
             _check_target(path, folder=name in ("obj", "ply"))
             _check_new(path, force)
         except OSError as exc:  # e.g. a name too long for the file system
             raise PtalkerError(f"could not write {path}: {exc.strerror or exc}") from None
-    if render_options and "mp4" not in targets:
-        raise PtalkerError(f"render options ({', '.join(render_options)}) only apply to mp4 output")
+    video_only = [k for k in render_options if k != "audio" or "glb" not in targets]
+    if video_only and "mp4" not in targets:
+        raise PtalkerError(f"render options ({', '.join(video_only)}) only apply to mp4 output")
+    if glb is not None and "glb" not in targets:
+        raise PtalkerError("GLB options only apply to glb output")
     writers: dict[str, Callable[..., list[Path]]] = {
         "npy": write_npy,
         "obj": write_obj_sequence,
         "ply": write_ply_sequence,
-        "glb": write_glb_file,
+        "glb": lambda m, t, p: write_glb_file(m, t, p, glb, render_options.get("audio")),
     }
     written: list[Path] = []
     try:
