@@ -236,3 +236,35 @@ def test_prepare_audio_from_flv_videos(tmp_path):
     assert s.failed == 0 and not s.subjects["F2"].notes
     info = sf.info(str(tmp_path / "out" / "wav" / "F2_e01.wav"))
     assert info.samplerate == 16000 and abs(info.frames - fake.audio_seconds["F2_e01"] * 16000) <= 40
+
+
+def test_audio_extension_is_loaded_before_the_first_file_is_written(tmp_path):
+    """An interruption must not land in the import of soxr's C extension (it aborts the process, SIGABRT,
+    instead of the one-line stop): prepare_biwi / prepare_vocaset import it before writing anything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ptalker_cli.data.testing import make_fake_vocaset
+
+    make_fake_biwi(tmp_path / "braw", subjects=("F2",), sequences=("e01",))
+    make_fake_vocaset(tmp_path / "vraw")
+    calls = {"biwi": f"prepare_biwi({str(tmp_path / 'braw')!r}, {str(tmp_path / 'bout')!r}, regions=None)",
+             "vocaset": f"prepare_vocaset({str(tmp_path / 'vraw')!r}, {str(tmp_path / 'vout')!r}, lip_region=None)"}
+    for module, call in calls.items():
+        script = (  # a fresh process: nothing imported soxr yet
+            "import sys\n"
+            f"from ptalker_cli.data import _common, {module} as m\n"
+            "seen = []\n"
+            "def spy(path, array, _save=_common.save_npy):\n"
+            "    seen.append('soxr' in sys.modules)\n"
+            "    _save(path, array)\n"
+            "m.save_npy = spy\n"
+            f"m.{call}\n"
+            "print(seen[0], len(seen))\n"
+        )
+        res = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert res.returncode == 0, res.stderr[-2000:]
+        first, files = res.stdout.split()
+        assert int(files) > 1 and first == "True", f"{module}: soxr was not loaded before the first file"

@@ -314,6 +314,10 @@ def prepare_biwi(
         overwrite: redo files that exist (default: skip finished files).
         progress: False, True (rich progress bar) or a callback ``f(label, done, total)``.
     """
+    # Imported before the first file is written: Ctrl-C / SIGTERM landing inside the import of soxr's C
+    # extension (on the first audio file) aborted the process instead of stopping it cleanly.
+    from .. import audio  # noqa: F401
+
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise DatasetError(f"BIWI folder {raw_dir} does not exist")

@@ -129,6 +129,8 @@ def prepare_vocaset(
         sample_rate: output audio rate (16 kHz).
         overwrite / progress: as for :func:`~ptalker_cli.data.biwi.prepare_biwi`.
     """
+    import soxr  # noqa: F401  (before the first file is written; see prepare_biwi)
+
     from ..mesh import Topology, read_region_file
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
