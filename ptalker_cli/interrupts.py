@@ -32,7 +32,7 @@ GRACE_S = 10.0
 DEFAULT_NOTE = "nothing written"
 
 Note = str | Callable[[], str]
-_state: dict = {"since": None, "note": DEFAULT_NOTE, "in_job": False}
+_state: dict = {"since": None, "note": DEFAULT_NOTE, "in_job": False, "deferring": 0, "pending": None}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -74,8 +74,33 @@ def _handler(signum, frame) -> None:
     since = _state["since"]
     if since is not None and time.monotonic() - since < GRACE_S:
         return  # the clean-up of the first interruption is running
+    if _state["deferring"]:
+        if _state["pending"] is None:
+            _state["pending"] = signum  # raised when the deferring block ends
+        return
     _state["since"] = time.monotonic()
     raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold back SIGINT / SIGTERM inside the block; one that arrived is raised when it ends.
+
+    For steps that must not be cut in two, e.g. starting a child process and taking
+    note of it: an interruption between ``Popen`` starting ffmpeg and the caller keeping
+    the ``Popen`` object would leave an ffmpeg nobody ends, which then (re)creates its
+    output file after the temporary file was removed.
+    """
+    _state["deferring"] += 1
+    try:
+        yield
+    finally:
+        _state["deferring"] -= 1
+        signum = _state["pending"]
+        if not _state["deferring"] and signum is not None:
+            _state["pending"] = None
+            _state["since"] = time.monotonic()
+            raise Interrupted(signum)
 
 
 @contextlib.contextmanager
@@ -90,7 +115,7 @@ def handle_signals() -> Iterator[None]:
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     saved = dict(_state)
-    _state.update(since=None, note=DEFAULT_NOTE)
+    _state.update(since=None, note=DEFAULT_NOTE, pending=None)
     for s, old in previous.items():
         if old is not signal.SIG_IGN:
             signal.signal(s, _handler)

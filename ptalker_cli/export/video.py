@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .. import interrupts
 from ..errors import AudioError, PtalkerError, WriteError
 from ..fileio import WRITE_ONLY_ERRNOS, atomic_path, write_error_message
 from ..mesh import Topology
@@ -103,19 +104,29 @@ class FFmpegVideoWriter:
         ]  # fmt: skip
         self.cmd = cmd
         self._stderr = tempfile.TemporaryFile()  # ffmpeg's messages, for error reports
+        self.proc: subprocess.Popen | None = None
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
-        except OSError as exc:
+            # An interruption must not fall between starting ffmpeg and keeping its handle: an
+            # ffmpeg nobody ends would create its output file again after the caller removed it.
+            with interrupts.deferred():
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                             stderr=self._stderr)
+            self._free: queue.Queue = queue.Queue()
+            for _ in range(queue_size):
+                self._free.put(np.empty((self.height, self.width, 3), dtype=np.uint8))
+            self._todo: queue.Queue = queue.Queue()
+            self._error: BaseException | None = None
+            self.frames_written = 0
+            self._thread = threading.Thread(target=self._run, name="ptalker-ffmpeg-writer", daemon=True)
+            self._thread.start()
+        except BaseException as exc:  # ffmpeg did not start, or an interruption / error right after
+            if self.proc is not None:
+                self.proc.kill()
+                self.proc.wait()
             self._cleanup_log()
-            raise PtalkerError(f"cannot start ffmpeg ({exc.strerror or exc}); reinstall imageio-ffmpeg") from None
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(queue_size):
-            self._free.put(np.empty((self.height, self.width, 3), dtype=np.uint8))
-        self._todo: queue.Queue = queue.Queue()
-        self._error: BaseException | None = None
-        self.frames_written = 0
-        self._thread = threading.Thread(target=self._run, name="ptalker-ffmpeg-writer", daemon=True)
-        self._thread.start()
+            if isinstance(exc, OSError) and self.proc is None:
+                raise PtalkerError(f"cannot start ffmpeg ({exc.strerror or exc}); reinstall imageio-ffmpeg") from None
+            raise
 
     # -- producer side
     def buffer(self) -> np.ndarray:
@@ -366,8 +377,10 @@ def render_video(
     rend = create_renderer(renderer, topology.faces, nv, resolution, resolution, camera, panels=panels, background=bg)
     try:
         with atomic_path(out) as tmp:
-            writer = FFmpegVideoWriter(tmp, resolution * panels, resolution, fps_out, audio_path, label=out)
+            writer = None
             try:
+                with interrupts.deferred():  # an interruption now is raised once ``writer`` is kept
+                    writer = FFmpegVideoWriter(tmp, resolution * panels, resolution, fps_out, audio_path, label=out)
                 for j in range(n_out):
                     verts = [_sample(m.vertices, s[0][j], s[1][j], s[2][j]) for m, s in zip(seqs, schedule)]
                     norms = [normals(v) for v in verts]
@@ -382,7 +395,8 @@ def render_video(
                         progress(j + 1, n_out)
                 writer.close()
             except BaseException:  # an error or an interruption, also while ffmpeg finishes: end it first
-                writer.abort()
+                if writer is not None:
+                    writer.abort()
                 raise
     finally:
         rend.close()
