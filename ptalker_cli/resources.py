@@ -8,6 +8,7 @@ installed wheel they are the data packages ``ptalker_cli._templates`` and
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,3 +33,16 @@ def templates_dir() -> Path:
 @lru_cache(maxsize=None)
 def weights_dir() -> Path:
     return _data_dir("ptalker_cli._weights", "weights")
+
+
+def ptalker_cache_dir() -> Path:
+    """ptalker's own cache: ``PTALKER_CACHE``, else ``$XDG_CACHE_HOME/ptalker`` or ``~/.cache/ptalker``.
+
+    The one root for what ptalker keeps between runs: the zoo's verification records
+    (``verified.json``) and the built C kernels (``kernels/``).
+    """
+    env = os.environ.get("PTALKER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "ptalker"

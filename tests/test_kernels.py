@@ -41,7 +41,7 @@ def test_every_c_file_is_a_kernel_and_ships_in_the_wheel():
 
 
 def test_a_failed_build_leaves_no_kernel_and_says_why(monkeypatch, tmp_path):
-    monkeypatch.setenv("PTALKER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PTALKER_CACHE", str(tmp_path))
     monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     k = build.Kernel("decoder")

@@ -18,7 +18,7 @@ def fresh_kernels(tmp_path, monkeypatch):
     """Kernels ``notice_a`` / ``notice_b`` (never built in this process) from sources in tmp_path."""
     monkeypatch.setattr(build, "KERNELS_DIR", tmp_path)
     monkeypatch.setattr(build, "_notice_given", False)  # as in a fresh process
-    monkeypatch.setenv("PTALKER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PTALKER_CACHE", str(tmp_path / "cache"))
     specs = dict(build.KERNELS)
 
     def make(source="int one(void) { return 1; }\n"):
@@ -70,7 +70,7 @@ def test_compile_error_is_one_line(fresh_kernels, caplog):
 def test_cli_prints_one_line_once(wav_file, tmp_path):
     """`ptalker animate` without a compiler: exit 0, and stderr is the notice, once, nothing else."""
     out = tmp_path / "o.npy"
-    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), PTALKER_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), PTALKER_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run([sys.executable, "-m", "ptalker_cli", "animate", str(wav_file(0.5)), "-m", "tiny",
                            "-s", "S1", "-o", str(out), "-q"], check=False, env=env, capture_output=True, text=True,
                           timeout=300)

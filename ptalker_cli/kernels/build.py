@@ -1,7 +1,7 @@
 """Build, cache and load the C kernels (``ptalker_cli/kernels/*.c``).
 
 A kernel is one C file compiled with the system C compiler (``CC``, default ``cc``) into a
-shared library, cached (``PTALKER_CACHE_DIR``/kernels, default ``~/.cache/ptalker/kernels``,
+shared library, cached (``$PTALKER_CACHE/kernels``, default ``~/.cache/ptalker/kernels``,
 falling back to a per-user temp directory) under a key that hashes the source, the flags, the
 compiler, the platform and the CPU (``-march=native`` builds are never reused on another CPU),
 and loaded with ``ctypes``. ``PTALKER_NO_NATIVE=1`` disables every kernel.
@@ -84,11 +84,9 @@ def native_disabled() -> bool:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("PTALKER_CACHE_DIR")
-    if root:
-        return Path(root) / "kernels"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ptalker" / "kernels"
+    from ..resources import ptalker_cache_dir
+
+    return ptalker_cache_dir() / "kernels"
 
 
 def cpu_fingerprint() -> str:

@@ -24,7 +24,7 @@ Speed design (BIWI: 23,370 vertices, 69,440 edges, degree 3-7):
   over vertices).  If no compiler is available, or autograd is needed (training), a pure-PyTorch
   path is used; the two agree to float32 round-off.  The pure-PyTorch path processes frames in
   chunks (``chunk_frames``) to bound memory.  Set ``PTALKER_NO_NATIVE=1`` to disable the kernel;
-  ``CC`` picks the compiler, ``PTALKER_CACHE_DIR`` the build cache (default ~/.cache/ptalker).
+  ``CC`` picks the compiler, ``PTALKER_CACHE`` the build cache (default ~/.cache/ptalker; kernels in its ``kernels/``).
 
 The math of :class:`GraphAttentionLayer` equals ``torch_geometric.nn.GATConv`` with
 ``add_self_loops=True`` (negative slope 0.2, concatenated heads, bias); see

@@ -20,18 +20,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..resources import ptalker_cache_dir
 from .registry import SHA256_RE
 
 GIT_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-def ptalker_cache_dir() -> Path:
-    """ptalker's own small state (verification records): ``PTALKER_CACHE`` or ``~/.cache/ptalker``."""
-    env = os.environ.get("PTALKER_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "ptalker"
 
 
 # --------------------------------------------------------------------------- hashing
