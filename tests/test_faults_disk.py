@@ -14,6 +14,7 @@ Two ways to make writing fail:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import io
 import json
@@ -69,18 +70,24 @@ def speech(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 256 KB tmpfs mounted at ``tmp_path/fs`` (unmounted afterwards)."""
-    mnt = tmp_path / "fs"
+@contextlib.contextmanager
+def tmpfs(mnt: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``mnt`` (unmounted afterwards, lazily if still busy)."""
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0777", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
         if os.path.ismount(mnt):
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KB tmpfs at ``tmp_path/fs``."""
+    with tmpfs(tmp_path / "fs", "256k") as mnt:
+        yield mnt
 
 
 def fill(folder: Path, leave: int = 0) -> None:
@@ -249,13 +256,8 @@ def test_eval_report_on_a_full_disk(small_fs, dataset):
 @pytest.fixture
 def big_fs(tmp_path):
     """A tmpfs large enough for a tiny model's checkpoint (8 MB)."""
-    mnt = tmp_path / "big"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "big", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
 
 
 def _save(run_dir: Path, step: int) -> Path:
