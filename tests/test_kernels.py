@@ -74,3 +74,15 @@ def test_loaded_kernels_have_the_declared_signatures():
         assert lib is not None
         for fn, (restype, argtypes) in build.exported_functions(build.source(name)).items():
             assert getattr(lib, fn).argtypes == argtypes and getattr(lib, fn).restype == restype
+
+
+@pytest.mark.parametrize("env", [{"PTALKER_CACHE": "~/somewhere"}, {"XDG_CACHE_HOME": "/x/cache"}, {}])
+def test_kernel_cache_is_in_ptalker_cache(monkeypatch, env):
+    """The kernels spell out ptalker's cache rule themselves (they import nothing of the package): it must agree."""
+    from ptalker_cli.resources import ptalker_cache_dir
+
+    for name in ("PTALKER_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert build.cache_dir() == ptalker_cache_dir() / "kernels"

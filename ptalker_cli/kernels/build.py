@@ -84,9 +84,13 @@ def native_disabled() -> bool:
 
 
 def cache_dir() -> Path:
-    from ..resources import ptalker_cache_dir
-
-    return ptalker_cache_dir() / "kernels"
+    """``kernels/`` in ptalker's cache: the rule of ``resources.ptalker_cache_dir``, written out here
+    because the kernels import nothing of the package (tests/test_kernels.py checks they agree)."""
+    root = os.environ.get("PTALKER_CACHE")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                            "ptalker")
+    return Path(root).expanduser() / "kernels"
 
 
 def cpu_fingerprint() -> str:
