@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -13,44 +12,8 @@ from .. import interrupts
 from ..blendshapes.solve import DEFAULT_REGULARIZATION, DEFAULT_SMOOTHNESS
 from ..config import DEFAULT_MODEL
 from ..errors import PtalkerError
+from ..export.plan import ANIMATE_FORMATS
 from .common import console, error, print_json, progress
-
-FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
-FOLDER_FORMATS = ("obj", "ply")  # a folder of frames: -o names the folder itself
-
-
-def _output_for(out: Path, audio: Path, fmt: str | None, many: bool, folder: bool) -> tuple[Path, str | None]:
-    """Where one input's output goes (docs/inference.md, "Output names").
-
-    One input: ``-o`` as given, except that a folder (an existing one, or a name ending in ``/``)
-    with a file format (npy, glb, mp4, all) receives ``<input stem>.<format>``. Several inputs: ``-o``
-    is a folder that receives ``<stem>.<format>`` for file formats (npy by default), ``<stem>/`` for an
-    OBJ or PLY sequence, and for ``all`` the base name ``<stem>`` (``<stem>.npy``, ``<stem>_obj/``, …).
-    """
-    if not many and (fmt is None or fmt in FOLDER_FORMATS or not folder):
-        return out, fmt
-    fmt = fmt or "npy"
-    if fmt in ("csv", "arkit-json"):  # ARKit curves: one file per input
-        return out / f"{audio.stem}.{'csv' if fmt == 'csv' else 'json'}", fmt
-    if fmt in FOLDER_FORMATS or fmt == "all":
-        return out / audio.stem, fmt
-    return out / f"{audio.stem}.{fmt}", fmt
-
-
-def _check_output(output_arg: str | None, inputs: int, live: bool) -> tuple[Path | None, bool]:
-    """``-o`` as a path (None when only sending live) and whether it names a folder; one-line errors."""
-    if output_arg is None:
-        if not live:
-            raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
-        return None, False
-    output = Path(output_arg)
-    try:
-        is_dir, exists = output.is_dir(), output.exists()
-    except OSError as exc:  # e.g. a name too long for the file system
-        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
-    if inputs > 1 and (output.suffix or (exists and not is_dir)):
-        raise PtalkerError(f"with {inputs} inputs, -o must be a folder (got the file name {output})")
-    return output, is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
 
 
 def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, force: bool) -> list[Path]:
@@ -81,7 +44,8 @@ def animate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
-                                          "training subject, its style. Unseen subjects get their style from the audio."),
+                                          "training subject, its style. Unseen subjects get their style from the "
+                                          "audio."),
     style: Optional[str] = typer.Option(None, "--style", help="Style of another training subject, a blend "
                                         "ID:W,ID:W, or 'voice': the training styles blended by whose voice the "
                                         "audio sounds like (models with a speaker head)."),
@@ -91,7 +55,7 @@ def animate(
                                          "s_m), from 0 (audio style only) through 1 (the learned style) to 2."),
     template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
                                            "with the model's vertex count."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(ANIMATE_FORMATS)} "
                                       "(default: from the -o suffix; csv and arkit-json are ARKit curves, "
                                       "see docs/arkit.md)."),
     rig: Optional[Path] = typer.Option(None, "--rig", help="Your character (.glb/.gltf) with ARKit-named morph "
@@ -123,15 +87,14 @@ def animate(
     """Animate a face from speech."""
     from ..arkit.outputs import ArkitOutputs
     from ..export import glb_options
+    from ..export.plan import plan_outputs
     from ..inference import Animator, load_model
     from ..model.decoding import check_style_strength
 
-    if fmt is not None and fmt not in FORMATS + ("all",):
-        raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
+    plan = plan_outputs(audio, output_arg, fmt, live=bool(livelink or osc))
     check_style_strength(style_strength)
     glb = glb_options(glb_motion, glb_quantize)
-    many = len(audio) > 1
-    output, folder = _check_output(output_arg, len(audio), live=bool(livelink or osc))
+    many, output = plan.many, plan.output
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
     arkit.check_output(output, fmt, many)  # before inference
     animator = Animator(load_model(model, device))
@@ -147,7 +110,7 @@ def animate(
                 res = animator.animate(path, subject=subject, style=style, style_from=style_from,
                                        style_strength=style_strength, template=template)
                 topo = res.topology
-                out, out_fmt = (None, fmt) if output is None else _output_for(output, path, fmt, many, folder)
+                out, out_fmt = plan.target(path)
                 written, note = [], None
                 if arkit.writes_curves(out, out_fmt):
                     written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
