@@ -29,6 +29,64 @@ def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, forc
                         **({"audio": audio} if with_audio else {}))
 
 
+def _animate_one(animator, path: Path, plan, arkit, glb, force: bool, styling: dict) -> dict:
+    """Animate one input and write its outputs; the report entry's fields. npy, OBJ, PLY and MP4 are
+    written block by block as the vertices are made (export/block_writers.py); GLB, ``all``, ARKit
+    curves and live sending take the whole motion."""
+    from ..export import detect_format
+    from ..export.block_writers import BLOCK_FORMATS, FrameBlocks, write_motion_blocks
+
+    out, out_fmt = plan.target(path)
+    written, note = [], None
+    if out is not None and not arkit.live and not arkit.writes_curves(out, out_fmt) \
+            and (out_fmt or detect_format(out)) in BLOCK_FORMATS:
+        if glb is not None:
+            raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {out_fmt or 'npy'}")
+        stream = animator.animate_iter(path, **styling)
+        blocks = FrameBlocks(stream.num_frames, stream.fps, stream.topology.name, stream.blocks, stream.meta)
+        written = write_motion_blocks(blocks, stream.topology, out, out_fmt, force=force, audio=path)
+        frames, fps, subject, style = stream.num_frames, stream.fps, stream.subject, stream.style
+    else:
+        res = animator.animate(path, **styling)
+        topo = res.topology
+        if arkit.writes_curves(out, out_fmt):
+            written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, plan.many), out_fmt, force)
+        elif out is not None:
+            written = _write_mesh(res.motion, topo, out, out_fmt, path, glb, force)
+        if arkit.live:
+            arkit.stream(res.motion, topo)
+        frames, fps, subject, style = res.motion.num_frames, res.motion.fps, res.subject, res.style
+    return dict(output=[str(p) for p in written], frames=frames, fps=fps, subject=subject, style=style,
+                **({"arkit": note} if note else {}))
+
+
+def _shard_and_device(shard_arg: str | None, device: str):
+    """The shard to run (``--shard K/N``, or torchrun's rank) and its device (``cuda:LOCAL_RANK`` under
+    torchrun when CUDA exists and --device is auto)."""
+    from ..export.shards import parse_shard, shard_from_env
+
+    ranked = shard_from_env()
+    if shard_arg is not None:
+        return parse_shard(shard_arg), device
+    if ranked is None or ranked[0].count == 1:
+        return None, device
+    shard, local = ranked
+    if device == "auto":
+        import torch
+
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    return shard, device
+
+
+def _write_report(report: Path, shard, inputs: list[Path], results: list) -> None:
+    from ..export.shards import write_json, write_shard_report
+
+    if shard is None:
+        write_json(report, results)
+    else:
+        write_shard_report(report, shard, inputs, results)
+
+
 def _interrupted_note(results: list, total: int) -> str:
     done = sum(e["status"] == "ok" for e in results)
     return f"{done} of {total} outputs were written, the one in progress was not" if done else "nothing written"
@@ -83,11 +141,19 @@ def animate(
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    shard_arg: Optional[str] = typer.Option(None, "--shard", help="K/N: animate only shard K of N (every N-th "
+                                            "of the sorted inputs); under torchrun the rank's shard is taken "
+                                            "automatically. Each shard writes REPORT.rank-K-of-N.json; the last "
+                                            "to finish merges them into the report.", show_default=False),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report to this file (default "
+                                          "with --shard/torchrun: FOLDER/report.json in the -o folder).",
+                                          show_default=False),
 ) -> None:
     """Animate a face from speech."""
     from ..arkit.outputs import ArkitOutputs
     from ..export import glb_options
     from ..export.plan import plan_outputs
+    from ..export.shards import shard_inputs
     from ..inference import Animator, load_model
     from ..model.decoding import check_style_strength
 
@@ -97,47 +163,41 @@ def animate(
     many, output = plan.many, plan.output
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
     arkit.check_output(output, fmt, many)  # before inference
+    shard, device = _shard_and_device(shard_arg, device)
+    todo = shard_inputs(audio, shard)
+    if shard is not None and report is None:
+        if output is None or not (plan.folder or many):
+            raise PtalkerError("a sharded run writes its report with --report REPORT.json (or -o FOLDER/)")
+        report = output / "report.json"
     animator = Animator(load_model(model, device))
+    styling = dict(subject=subject, style=style, style_from=style_from, style_strength=style_strength,
+                   template=template)
     results, failed = [], 0
-    interrupts.set_note(lambda: _interrupted_note(results, len(audio)))
+    interrupts.set_note(lambda: _interrupted_note(results, len(todo)))
     with progress(quiet or as_json) as bar:
-        task = bar.add_task("animating", total=len(audio))
-        for path in audio:
+        task = bar.add_task("animating", total=len(todo))
+        for path in todo:
             bar.update(task, description=f"animating {path.name}")
             t0 = time.perf_counter()
             entry = {"input": str(path), "status": "ok"}
             try:
-                res = animator.animate(path, subject=subject, style=style, style_from=style_from,
-                                       style_strength=style_strength, template=template)
-                topo = res.topology
-                out, out_fmt = plan.target(path)
-                written, note = [], None
-                if arkit.writes_curves(out, out_fmt):
-                    written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
-                elif out is not None:
-                    written = _write_mesh(res.motion, topo, out, out_fmt, path, glb, force)
-                if arkit.live:
-                    arkit.stream(res.motion, topo)
-                entry.update(
-                    output=[str(p) for p in written],
-                    frames=res.motion.num_frames,
-                    fps=res.motion.fps,
-                    seconds=round(time.perf_counter() - t0, 3),
-                    subject=res.subject,
-                    style=res.style,
-                    **({"arkit": note} if note else {}),
-                )
+                entry.update(_animate_one(animator, path, plan, arkit, glb, force, styling))
+                entry["seconds"] = round(time.perf_counter() - t0, 3)
             except PtalkerError as exc:
                 failed += 1
                 entry.update(status="error", error=str(exc))
                 if not as_json:
                     error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
                 if not many:
+                    if report is not None:
+                        _write_report(report, shard, audio, [entry])
                     if as_json:
                         print_json([entry])
                     raise typer.Exit(1)
             results.append(entry)
             bar.advance(task)
+    if report is not None:
+        _write_report(report, shard, audio, results)
     if as_json:
         print_json(results)
     elif not quiet:
@@ -149,5 +209,5 @@ def animate(
                     console.print(e["arkit"], highlight=False, markup=False, soft_wrap=True)
     if failed:
         if not as_json:
-            error(f"{failed} of {len(audio)} inputs failed")
+            error(f"{failed} of {len(todo)} inputs failed")
         raise typer.Exit(1)

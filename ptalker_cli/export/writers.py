@@ -11,27 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..errors import MotionError, PtalkerError
-from ..fileio import atomic_folder, atomic_path
+from ..fileio import atomic_path
 from ..mesh import Topology
 from ..motion import Motion
+from .block_writers import FrameBlocks, require_faces, write_obj_blocks, write_ply_blocks
 from .plan import FORMATS, check_files, detect_format, output_files, same_file
 
 __all__ = ["FORMATS", "detect_format", "write_motion", "write_npy", "write_obj_sequence", "write_ply_sequence",
            "write_glb_file", "glb_options"]
-
-
-def _frame_name(k: int, total: int, ext: str) -> str:
-    width = max(5, len(str(max(total - 1, 0))))
-    return f"frame_{k:0{width}d}.{ext}"
-
-
-def _require_faces(topology: Topology, fmt: str) -> None:
-    if topology.faces.size == 0:
-        raise PtalkerError(f"template '{topology.name}' has no faces, so it cannot be written as {fmt}; "
-                           "use a mesh with faces")
 
 
 # --------------------------------------------------------------------------- writers
@@ -48,44 +36,12 @@ def write_npy(motion: Motion, topology: Topology, out: Path) -> list[Path]:
 
 def write_obj_sequence(motion: Motion, topology: Topology, out: Path, progress=None) -> list[Path]:
     """A folder of ``frame_00000.obj`` ...: vertices and (1-based) faces in every file."""
-    _require_faces(topology, "OBJ")
-    T, V = motion.num_frames, motion.num_vertices
-    faces_txt = ("f %d %d %d\n" * len(topology.faces)) % tuple((topology.faces + 1).ravel().tolist())
-    header = f"# ptalker motion frame {{k}} of {T}, topology {topology.name}, fps {motion.fps:g}\n"
-    vfmt = "v %.6f %.6f %.6f\n" * V
-    with atomic_folder(out) as tmp:
-        for k in range(T):
-            text = header.format(k=k) + vfmt % tuple(motion.vertices[k].ravel().tolist()) + faces_txt
-            (tmp / _frame_name(k, T, "obj")).write_text(text)
-            if progress:
-                progress(k + 1, T)
-    return [out]
+    return write_obj_blocks(FrameBlocks.of(motion), topology, out, progress)
 
 
 def write_ply_sequence(motion: Motion, topology: Topology, out: Path, progress=None) -> list[Path]:
     """A folder of binary little-endian ``frame_00000.ply`` ... with faces in every file."""
-    _require_faces(topology, "PLY")
-    T, V = motion.num_frames, motion.num_vertices
-    F = len(topology.faces)
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"comment ptalker motion, topology {topology.name}, fps {motion.fps:g}\n"
-        f"element vertex {V}\nproperty float x\nproperty float y\nproperty float z\n"
-        f"element face {F}\nproperty list uchar int vertex_indices\nend_header\n"
-    ).encode("ascii")
-    face_rec = np.empty(F, dtype=[("n", "u1"), ("idx", "<i4", (3,))])
-    face_rec["n"] = 3
-    face_rec["idx"] = topology.faces
-    face_bytes = face_rec.tobytes()
-    with atomic_folder(out) as tmp:
-        for k in range(T):
-            with open(tmp / _frame_name(k, T, "ply"), "wb") as fh:
-                fh.write(header)
-                fh.write(np.ascontiguousarray(motion.vertices[k], dtype="<f4").tobytes())
-                fh.write(face_bytes)
-            if progress:
-                progress(k + 1, T)
-    return [out]
+    return write_ply_blocks(FrameBlocks.of(motion), topology, out, progress)
 
 
 def write_glb_file(motion: Motion, topology: Topology, out: Path, options=None,
@@ -97,7 +53,7 @@ def write_glb_file(motion: Motion, topology: Topology, out: Path, options=None,
     """
     from .glb import GlbOptions, write_glb
 
-    _require_faces(topology, "GLB")
+    require_faces(topology, "GLB")
     extras = {"topology": topology.name, **{k: v for k, v in motion.meta.items() if isinstance(v, (str, int, float))}}
     wav = out.with_suffix(".wav") if audio is not None else None
     if wav is not None:
