@@ -62,7 +62,7 @@ def _animate_one(animator, path: Path, plan, arkit, glb, force: bool, styling: d
 
 def _shard_and_device(shard_arg: str | None, device: str):
     """The shard to run (``--shard K/N``, or torchrun's rank) and its device (``cuda:LOCAL_RANK`` under
-    torchrun when CUDA exists and --device is auto)."""
+    torchrun when CUDA exists and --device is auto; ranks share the devices when there are fewer)."""
     from ..export.shards import parse_shard, shard_from_env
 
     ranked = shard_from_env()
@@ -74,7 +74,7 @@ def _shard_and_device(shard_arg: str | None, device: str):
     if device == "auto":
         import torch
 
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     return shard, device
 
 

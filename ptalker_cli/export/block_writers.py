@@ -1,6 +1,6 @@
 """Writers that take the motion as blocks of frames, written as they come.
 
-A :class:`FrameBlocks` is the motion's frame count, frame rate and provenance plus an iterator
+A :class:`~.frame_blocks.FrameBlocks` is the motion's frame count, frame rate and provenance plus an iterator
 of (n, V, 3) float32 blocks (``Animator.animate_iter`` makes one). The ``.npy`` writer writes
 the header for the known frame count, then each block's bytes; the OBJ / PLY writers write
 each frame's file as its block arrives (:mod:`.writers` uses the same frame writers for a
@@ -14,68 +14,21 @@ frames), an error or an interruption while writing leaves nothing at the target.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from ..errors import MotionError, PtalkerError
+from ..errors import PtalkerError
 from ..fileio import atomic_folder, atomic_path
 from ..mesh import Topology
-from ..motion import Motion
+from .frame_blocks import FrameBlocks, checked_blocks, frames_of
+
+__all__ = ["BLOCK_FORMATS", "FrameBlocks", "write_motion_blocks", "write_npy_blocks", "write_obj_blocks",
+           "write_ply_blocks"]
 
 #: formats written block by block (GLB fits a basis to the whole motion, so it needs it all)
 BLOCK_FORMATS = ("npy", "obj", "ply", "mp4")
-
-
-@dataclass
-class FrameBlocks:
-    """A motion that arrives block by block: ``blocks`` yields (n, V, 3) arrays, ``num_frames`` in all, once."""
-
-    num_frames: int
-    fps: float
-    topology: str
-    blocks: Iterable[np.ndarray]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, motion: Motion, block_frames: int = 256) -> "FrameBlocks":
-        """A whole motion as blocks (views, no copies)."""
-        v = motion.vertices
-        return cls(motion.num_frames, motion.fps, motion.topology,
-                   (v[i: i + block_frames] for i in range(0, len(v), block_frames)), dict(motion.meta))
-
-    def sidecar(self, num_vertices: int) -> dict[str, Any]:
-        return {"fps": float(self.fps), "topology": self.topology, "num_frames": int(self.num_frames),
-                "num_vertices": int(num_vertices), **self.meta}
-
-
-def checked_blocks(motion: FrameBlocks, num_vertices: int, source: str = "motion") -> Iterator[np.ndarray]:
-    """``motion``'s blocks as float32, each checked as it comes (size, finite); then the frame count.
-    One-line :class:`MotionError`, as :meth:`Motion.validate` gives for a whole motion."""
-    if motion.num_frames <= 0:
-        raise MotionError(f"{source} has no frames")
-    seen = 0
-    for block in motion.blocks:
-        b = np.asarray(block, dtype=np.float32)
-        if b.ndim != 3 or b.shape[1:] != (num_vertices, 3):
-            raise MotionError(f"{source} has {b.shape[1] if b.ndim == 3 else '?'} vertices per frame but the "
-                              f"template has {num_vertices}; use the template of the mesh it was made for")
-        if not np.isfinite(b).all():
-            raise MotionError(f"{source} has NaN or infinite vertex coordinates")
-        seen += len(b)
-        if seen > motion.num_frames:
-            raise MotionError(f"{source} has more frames than the {motion.num_frames} announced")
-        yield b
-    if seen != motion.num_frames:
-        raise MotionError(f"{source} ended after {seen} of {motion.num_frames} frames")
-
-
-def frames_of(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """The (V, 3) frames of a block iterator, in order."""
-    for block in blocks:
-        yield from block
 
 
 def write_npy_blocks(motion: FrameBlocks, topology: Topology, out: Path) -> list[Path]:

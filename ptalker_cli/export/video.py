@@ -34,7 +34,7 @@ from .renderers import RENDERER_CHOICES, create_renderer
 from .scene import VIEWS, NormalComputer, frame_camera, heat_colors, mesh_bounds
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .block_writers import FrameBlocks
+    from .frame_blocks import FrameBlocks
 
 #: x264 settings: visually lossless for flat-shaded renders, fast to encode.
 X264_PRESET = "veryfast"
@@ -277,6 +277,22 @@ def parse_color(value: str | Sequence[float]) -> tuple[float, float, float]:
     return (vals[0], vals[1], vals[2])
 
 
+def _check_video_options(out: Path, force: bool, view: str, renderer: str, resolution: int) -> int:
+    """One-line errors for render_video's options; the resolution rounded up to even."""
+    if out.exists() and not force:
+        raise PtalkerError(f"{out} already exists; use --force to overwrite it")
+    if out.is_dir():
+        raise PtalkerError(f"{out} is a folder; give a file name ending in .mp4")
+    if view not in VIEWS:
+        raise PtalkerError(f"unknown view '{view}'; use one of: {', '.join(VIEWS)}")
+    if renderer not in RENDERER_CHOICES:
+        raise PtalkerError(f"unknown renderer '{renderer}'; use one of: {', '.join(RENDERER_CHOICES)}")
+    resolution = int(resolution)
+    if not 16 <= resolution <= 8192:
+        raise PtalkerError(f"resolution must be between 16 and 8192 pixels; got {resolution}")
+    return resolution + resolution % 2
+
+
 def render_video(
     motion: "Motion | FrameBlocks",
     topology: Topology,
@@ -296,7 +312,7 @@ def render_video(
 ) -> Path:
     """Render ``motion`` on ``topology``'s faces to an H.264 MP4 at ``out``.
 
-    ``motion`` may be a :class:`~.block_writers.FrameBlocks`: each frame is then rendered and piped
+    ``motion`` may be a :class:`~.frame_blocks.FrameBlocks`: each frame is then rendered and piped
     into ffmpeg as its block arrives, and the camera frames the template (the whole motion's
     bounds are not known yet; the face moves a few percent of its size); not with ``side_by_side``.
 
@@ -318,18 +334,7 @@ def render_video(
     every error case nothing is left at ``out``.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise PtalkerError(f"{out} already exists; use --force to overwrite it")
-    if out.is_dir():
-        raise PtalkerError(f"{out} is a folder; give a file name ending in .mp4")
-    if view not in VIEWS:
-        raise PtalkerError(f"unknown view '{view}'; use one of: {', '.join(VIEWS)}")
-    if renderer not in RENDERER_CHOICES:
-        raise PtalkerError(f"unknown renderer '{renderer}'; use one of: {', '.join(RENDERER_CHOICES)}")
-    resolution = int(resolution)
-    if not 16 <= resolution <= 8192:
-        raise PtalkerError(f"resolution must be between 16 and 8192 pixels; got {resolution}")
-    resolution += resolution % 2
+    resolution = _check_video_options(out, force, view, renderer, resolution)
     bg = parse_color(background)
     nv = topology.num_vertices
     streamed = not isinstance(motion, Motion)
@@ -406,11 +411,11 @@ def render_video(
 
 
 class _FrameWindow:
-    """Frame ``k`` of a :class:`~.block_writers.FrameBlocks`, asked for in non-decreasing order: the
+    """Frame ``k`` of a :class:`~.frame_blocks.FrameBlocks`, asked for in non-decreasing order: the
     last two frames are kept (an output frame blends frames a and a + 1)."""
 
     def __init__(self, motion, num_vertices: int):
-        from .block_writers import checked_blocks, frames_of
+        from .frame_blocks import checked_blocks, frames_of
 
         self._it = frames_of(checked_blocks(motion, num_vertices))
         self._have: dict[int, np.ndarray] = {}
