@@ -19,7 +19,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from .mesh import Topology, tiny_topology
 from .model.decoding import StyleSpec, check_style_strength
 from .model.folder import resolve_template
 from .model.network import PTalker, build_model
+from .model.vertex_blocks import BLOCK_FRAMES, decode_blocks
 from .motion import Motion
 
 TINY_SEED = 0
@@ -117,6 +118,9 @@ class AnimateResult:
 class Animator:
     """Applies a :class:`PTalker` to audio with the inference modes above."""
 
+    #: frames of vertices made at a time (:meth:`animate_iter`; :meth:`animate` fills its motion from them)
+    block_frames: int = BLOCK_FRAMES
+
     def __init__(self, model: PTalker, device: str | torch.device | None = None):
         self.model = model.eval()
         if device is not None:
@@ -172,6 +176,40 @@ class Animator:
         template: Topology | str | Path | None = None,
     ) -> AnimateResult:
         """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array."""
+        stream = self.animate_iter(audio, subject, style, style_from, style_strength, template)
+        return AnimateResult(stream.collect(), stream.subject, stream.style, stream.topology)
+
+    def animate_iter(
+        self,
+        audio: str | Path | np.ndarray,
+        subject: str | None = None,
+        style: str | Mapping[str, float] | None = None,
+        style_from: str | Path | Motion | None = None,
+        style_strength: float = 1.0,
+        template: Topology | str | Path | None = None,
+        block_frames: int | None = None,
+    ) -> "AnimateStream":
+        """Like :meth:`animate`, but the vertices come as blocks of frames (:class:`AnimateStream`).
+
+        The speech encoders and the decoder passes run here; each block's vertices are made when
+        the stream is read, so a writer that writes block by block never holds the whole motion.
+        The blocks put together are :meth:`animate`'s motion, bit for bit (``block_frames``: frames
+        per block, default :attr:`block_frames`; other sizes agree to float32 round-off).
+        """
+        spec, topo, wave, meta, label = self._prepare(audio, subject, style, style_from, style_strength, template)
+        device = self.model.device
+        tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            feats = self.model.encode_speech(torch.from_numpy(wave).to(device).unsqueeze(0))
+            frames, blocks = decode_blocks(self.model, feats, tmpl, spec,
+                                           block_frames=block_frames or self.block_frames)
+        del feats
+        arrays = (b[0].float().cpu().numpy() for b in blocks)
+        return AnimateStream(frames, self.config.fps, topo, meta, meta["subject"] or "", label, arrays)
+
+    def _prepare(self, audio, subject, style, style_from, style_strength, template):
+        """The style, the mesh and the waveform of one request: ``(spec, topology, wave, meta, style label)``."""
         cfg = self.config
         style_strength = check_style_strength(style_strength)
         if subject is not None and subject not in self.known_subjects():
@@ -195,7 +233,6 @@ class Animator:
         if self.model.num_motion_frames(len(wave)) <= 0:
             raise PtalkerError(f"{source}: audio is too short to produce one motion frame")
         device = self.model.device
-        tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
         ref = ref_verts = None
         style_label = "audio" if weights is None else (style if isinstance(style, str) else "blend")
         if by_voice:
@@ -206,13 +243,11 @@ class Animator:
             ref_motion = style_from if isinstance(style_from, Motion) else Motion.load(style_from)
             ref_motion.validate(topo.num_vertices, f"reference motion {style_from}")
             ref_verts = torch.from_numpy(ref_motion.vertices).to(device).unsqueeze(0)
+            tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
             ref = self.model.reference_style(ref_verts, tmpl)
             style_label = f"reference:{Path(str(style_from)).name}"
         spec = StyleSpec(weights.to(device) if weights is not None else None, ref, style_strength,
                          reference_motion=ref_verts)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            verts = self.model.generate(torch.from_numpy(wave).to(device).unsqueeze(0), tmpl, spec)
         meta = {
             "subject": subject,
             "style": style_label,
@@ -220,8 +255,32 @@ class Animator:
             "model": cfg.name,
             "audio": source,
         }
-        motion = Motion(verts[0].float().cpu().numpy(), cfg.fps, topo.name, meta)
-        return AnimateResult(motion, subject or "", style_label, topo)
+        return spec, topo, wave, meta, style_label
+
+
+@dataclass
+class AnimateStream:
+    """An animation whose vertices come block by block: ``blocks`` yields (n, V, 3) float32 arrays, in
+    order, ``num_frames`` frames in all, once. :meth:`collect` puts them into a :class:`Motion`."""
+
+    num_frames: int
+    fps: float
+    topology: Topology
+    meta: dict
+    subject: str
+    style: str
+    blocks: Iterator[np.ndarray]
+
+    def collect(self) -> Motion:
+        """The whole motion (T, V, 3), filled block by block into one array."""
+        out = np.empty((self.num_frames, self.topology.num_vertices, 3), dtype=np.float32)
+        k = 0
+        for block in self.blocks:
+            out[k: k + len(block)] = block
+            k += len(block)
+        if k != self.num_frames:
+            raise PtalkerError(f"the decoder produced {k} frames, {self.num_frames} were expected")
+        return Motion(out, self.fps, self.topology.name, dict(self.meta))
 
 
 def animate(audio, model: str | Path | PTalker = DEFAULT_MODEL, device: str = "auto", **kwargs) -> Motion:

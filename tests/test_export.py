@@ -145,7 +145,8 @@ def _bad_motions(topo):
 
 
 @pytest.mark.parametrize("kind", ["mismatch", "nan", "empty"])
-@pytest.mark.parametrize("name,fmt", [("m.npy", None), ("seq", "obj"), ("seq", "ply"), ("m.glb", None), ("m.mp4", None), ("all", "all")])
+@pytest.mark.parametrize("name,fmt", [("m.npy", None), ("seq", "obj"), ("seq", "ply"), ("m.glb", None),
+                                      ("m.mp4", None), ("all", "all")])
 def test_bad_input_writes_nothing(tmp_path, topo, kind, name, fmt):
     m = _bad_motions(topo)[kind]
     with pytest.raises(MotionError) as ei:

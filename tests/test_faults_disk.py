@@ -417,11 +417,11 @@ def test_a_file_where_a_folder_is_needed(tmp_path, speech):
 
 def test_an_unexpected_os_error_is_one_line(tmp_path, speech, monkeypatch):
     """The CLI's last resort: an OS error no writer translated still ends in one line."""
-    from ptalker_cli.export import writers
+    from ptalker_cli.export import block_writers
 
     def broken(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "x"))
 
-    monkeypatch.setattr(writers, "write_npy", broken)
+    monkeypatch.setattr(block_writers, "write_npy_blocks", broken)  # animate writes .npy block by block
     code, lines, res = cli("animate", speech, "-m", "tiny", "-o", tmp_path / "out.npy")
     assert_one_line_error(code, lines, res, f"{tmp_path / 'x'}: permission denied")

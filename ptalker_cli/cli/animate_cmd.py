@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -13,44 +12,8 @@ from .. import interrupts
 from ..blendshapes.solve import DEFAULT_REGULARIZATION, DEFAULT_SMOOTHNESS
 from ..config import DEFAULT_MODEL
 from ..errors import PtalkerError
+from ..export.plan import ANIMATE_FORMATS
 from .common import console, error, print_json, progress
-
-FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
-FOLDER_FORMATS = ("obj", "ply")  # a folder of frames: -o names the folder itself
-
-
-def _output_for(out: Path, audio: Path, fmt: str | None, many: bool, folder: bool) -> tuple[Path, str | None]:
-    """Where one input's output goes (docs/inference.md, "Output names").
-
-    One input: ``-o`` as given, except that a folder (an existing one, or a name ending in ``/``)
-    with a file format (npy, glb, mp4, all) receives ``<input stem>.<format>``. Several inputs: ``-o``
-    is a folder that receives ``<stem>.<format>`` for file formats (npy by default), ``<stem>/`` for an
-    OBJ or PLY sequence, and for ``all`` the base name ``<stem>`` (``<stem>.npy``, ``<stem>_obj/``, …).
-    """
-    if not many and (fmt is None or fmt in FOLDER_FORMATS or not folder):
-        return out, fmt
-    fmt = fmt or "npy"
-    if fmt in ("csv", "arkit-json"):  # ARKit curves: one file per input
-        return out / f"{audio.stem}.{'csv' if fmt == 'csv' else 'json'}", fmt
-    if fmt in FOLDER_FORMATS or fmt == "all":
-        return out / audio.stem, fmt
-    return out / f"{audio.stem}.{fmt}", fmt
-
-
-def _check_output(output_arg: str | None, inputs: int, live: bool) -> tuple[Path | None, bool]:
-    """``-o`` as a path (None when only sending live) and whether it names a folder; one-line errors."""
-    if output_arg is None:
-        if not live:
-            raise PtalkerError("missing -o/--output (or send live with --livelink/--osc)")
-        return None, False
-    output = Path(output_arg)
-    try:
-        is_dir, exists = output.is_dir(), output.exists()
-    except OSError as exc:  # e.g. a name too long for the file system
-        raise PtalkerError(f"cannot use -o {output}: {exc.strerror or exc}") from None
-    if inputs > 1 and (output.suffix or (exists and not is_dir)):
-        raise PtalkerError(f"with {inputs} inputs, -o must be a folder (got the file name {output})")
-    return output, is_dir or output_arg.endswith(("/", os.sep))  # Path() drops a trailing slash
 
 
 def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, force: bool) -> list[Path]:
@@ -64,6 +27,64 @@ def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, forc
     with_audio = chosen in ("mp4", "glb", "all")
     return write_motion(motion, topo, out, fmt, force=force, glb=glb if chosen in ("glb", "all") else None,
                         **({"audio": audio} if with_audio else {}))
+
+
+def _animate_one(animator, path: Path, plan, arkit, glb, force: bool, styling: dict) -> dict:
+    """Animate one input and write its outputs; the report entry's fields. npy, OBJ, PLY and MP4 are
+    written block by block as the vertices are made (export/block_writers.py); GLB, ``all``, ARKit
+    curves and live sending take the whole motion."""
+    from ..export import detect_format
+    from ..export.block_writers import BLOCK_FORMATS, FrameBlocks, write_motion_blocks
+
+    out, out_fmt = plan.target(path)
+    written, note = [], None
+    if out is not None and not arkit.live and not arkit.writes_curves(out, out_fmt) \
+            and (out_fmt or detect_format(out)) in BLOCK_FORMATS:
+        if glb is not None:
+            raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {out_fmt or 'npy'}")
+        stream = animator.animate_iter(path, **styling)
+        blocks = FrameBlocks(stream.num_frames, stream.fps, stream.topology.name, stream.blocks, stream.meta)
+        written = write_motion_blocks(blocks, stream.topology, out, out_fmt, force=force, audio=path)
+        frames, fps, subject, style = stream.num_frames, stream.fps, stream.subject, stream.style
+    else:
+        res = animator.animate(path, **styling)
+        topo = res.topology
+        if arkit.writes_curves(out, out_fmt):
+            written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, plan.many), out_fmt, force)
+        elif out is not None:
+            written = _write_mesh(res.motion, topo, out, out_fmt, path, glb, force)
+        if arkit.live:
+            arkit.stream(res.motion, topo)
+        frames, fps, subject, style = res.motion.num_frames, res.motion.fps, res.subject, res.style
+    return dict(output=[str(p) for p in written], frames=frames, fps=fps, subject=subject, style=style,
+                **({"arkit": note} if note else {}))
+
+
+def _shard_and_device(shard_arg: str | None, device: str):
+    """The shard to run (``--shard K/N``, or torchrun's rank) and its device (``cuda:LOCAL_RANK`` under
+    torchrun when CUDA exists and --device is auto; ranks share the devices when there are fewer)."""
+    from ..export.shards import parse_shard, shard_from_env
+
+    ranked = shard_from_env()
+    if shard_arg is not None:
+        return parse_shard(shard_arg), device
+    if ranked is None or ranked[0].count == 1:
+        return None, device
+    shard, local = ranked
+    if device == "auto":
+        import torch
+
+        device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    return shard, device
+
+
+def _write_report(report: Path, shard, inputs: list[Path], results: list) -> None:
+    from ..export.shards import write_json, write_shard_report
+
+    if shard is None:
+        write_json(report, results)
+    else:
+        write_shard_report(report, shard, inputs, results)
 
 
 def _interrupted_note(results: list, total: int) -> str:
@@ -81,7 +102,8 @@ def animate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
-                                          "training subject, its style. Unseen subjects get their style from the audio."),
+                                          "training subject, its style. Unseen subjects get their style from the "
+                                          "audio."),
     style: Optional[str] = typer.Option(None, "--style", help="Style of another training subject, a blend "
                                         "ID:W,ID:W, or 'voice': the training styles blended by whose voice the "
                                         "audio sounds like (models with a speaker head)."),
@@ -91,7 +113,7 @@ def animate(
                                          "s_m), from 0 (audio style only) through 1 (the learned style) to 2."),
     template: Optional[str] = typer.Option(None, "--template", help="Template: a shipped id or a mesh file "
                                            "with the model's vertex count."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(ANIMATE_FORMATS)} "
                                       "(default: from the -o suffix; csv and arkit-json are ARKit curves, "
                                       "see docs/arkit.md)."),
     rig: Optional[Path] = typer.Option(None, "--rig", help="Your character (.glb/.gltf) with ARKit-named morph "
@@ -119,62 +141,63 @@ def animate(
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    shard_arg: Optional[str] = typer.Option(None, "--shard", help="K/N: animate only shard K of N (every N-th "
+                                            "of the sorted inputs); under torchrun the rank's shard is taken "
+                                            "automatically. Each shard writes REPORT.rank-K-of-N.json; the last "
+                                            "to finish merges them into the report.", show_default=False),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report to this file (default "
+                                          "with --shard/torchrun: FOLDER/report.json in the -o folder).",
+                                          show_default=False),
 ) -> None:
     """Animate a face from speech."""
     from ..arkit.outputs import ArkitOutputs
     from ..export import glb_options
+    from ..export.plan import plan_outputs
+    from ..export.shards import shard_inputs
     from ..inference import Animator, load_model
     from ..model.decoding import check_style_strength
 
-    if fmt is not None and fmt not in FORMATS + ("all",):
-        raise PtalkerError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}, all")
+    plan = plan_outputs(audio, output_arg, fmt, live=bool(livelink or osc))
     check_style_strength(style_strength)
     glb = glb_options(glb_motion, glb_quantize)
-    many = len(audio) > 1
-    output, folder = _check_output(output_arg, len(audio), live=bool(livelink or osc))
+    many, output = plan.many, plan.output
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
     arkit.check_output(output, fmt, many)  # before inference
+    shard, device = _shard_and_device(shard_arg, device)
+    todo = shard_inputs(audio, shard)
+    if shard is not None and report is None:
+        if output is None or not (plan.folder or many):
+            raise PtalkerError("a sharded run writes its report with --report REPORT.json (or -o FOLDER/)")
+        report = output / "report.json"
     animator = Animator(load_model(model, device))
+    styling = dict(subject=subject, style=style, style_from=style_from, style_strength=style_strength,
+                   template=template)
     results, failed = [], 0
-    interrupts.set_note(lambda: _interrupted_note(results, len(audio)))
+    interrupts.set_note(lambda: _interrupted_note(results, len(todo)))
     with progress(quiet or as_json) as bar:
-        task = bar.add_task("animating", total=len(audio))
-        for path in audio:
+        task = bar.add_task("animating", total=len(todo))
+        for path in todo:
             bar.update(task, description=f"animating {path.name}")
             t0 = time.perf_counter()
             entry = {"input": str(path), "status": "ok"}
             try:
-                res = animator.animate(path, subject=subject, style=style, style_from=style_from,
-                                       style_strength=style_strength, template=template)
-                topo = res.topology
-                out, out_fmt = (None, fmt) if output is None else _output_for(output, path, fmt, many, folder)
-                written, note = [], None
-                if arkit.writes_curves(out, out_fmt):
-                    written, note = arkit.write(res.motion, topo, arkit.rig_output(out, path, many), out_fmt, force)
-                elif out is not None:
-                    written = _write_mesh(res.motion, topo, out, out_fmt, path, glb, force)
-                if arkit.live:
-                    arkit.stream(res.motion, topo)
-                entry.update(
-                    output=[str(p) for p in written],
-                    frames=res.motion.num_frames,
-                    fps=res.motion.fps,
-                    seconds=round(time.perf_counter() - t0, 3),
-                    subject=res.subject,
-                    style=res.style,
-                    **({"arkit": note} if note else {}),
-                )
+                entry.update(_animate_one(animator, path, plan, arkit, glb, force, styling))
+                entry["seconds"] = round(time.perf_counter() - t0, 3)
             except PtalkerError as exc:
                 failed += 1
                 entry.update(status="error", error=str(exc))
                 if not as_json:
                     error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
                 if not many:
+                    if report is not None:
+                        _write_report(report, shard, audio, [entry])
                     if as_json:
                         print_json([entry])
                     raise typer.Exit(1)
             results.append(entry)
             bar.advance(task)
+    if report is not None:
+        _write_report(report, shard, audio, results)
     if as_json:
         print_json(results)
     elif not quiet:
@@ -186,5 +209,5 @@ def animate(
                     console.print(e["arkit"], highlight=False, markup=False, soft_wrap=True)
     if failed:
         if not as_json:
-            error(f"{failed} of {len(audio)} inputs failed")
+            error(f"{failed} of {len(todo)} inputs failed")
         raise typer.Exit(1)

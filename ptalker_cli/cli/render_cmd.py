@@ -31,23 +31,35 @@ def render(
              "(Live Link Face .csv, arkit-json .json) posed on the template's blendshapes.")],
     template: Annotated[
         Optional[str],
-        typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the topology named in the motion's sidecar."),
+        typer.Option("--template", "-t", help="Template: a shipped id (ict, tiny), a mesh file (.obj/.ply/.npz) "
+                     "or a model folder (its mesh; the sidecar's subject's template when it has one). Default: the "
+                     "topology named in the motion's sidecar."),
     ] = None,
-    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Speech to mux into the video (it sets the video's length); with .glb output, written beside it as OUT.wav.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, a folder = OBJ frames).")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="npy|obj|ply|glb|mp4|all (default: from the -o suffix).")] = None,
-    resolution: Annotated[int, typer.Option("--resolution", "-r", help="Frame height and per-panel width in pixels.")] = 512,
+    audio: Annotated[Optional[Path], typer.Option(
+        "--audio", "-a", help="Speech to mux into the video (it sets the video's length); with .glb output, "
+        "written beside it as OUT.wav.")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, "
+        "a folder = OBJ frames).")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="npy|obj|ply|glb|mp4|all (default: from the -o suffix).")] = None,
+    resolution: Annotated[int, typer.Option(
+        "--resolution", "-r", help="Frame height and per-panel width in pixels.")] = 512,
     fps: Annotated[Optional[float], typer.Option("--fps", help="Video frame rate (default: the motion's).")] = None,
-    background: Annotated[str, typer.Option("--background", help="Background colour: white, black, #rrggbb or r,g,b.")] = "white",
+    background: Annotated[str, typer.Option(
+        "--background", help="Background colour: white, black, #rrggbb or r,g,b.")] = "white",
     view: Annotated[str, typer.Option("--view", help="Camera: front or side.")] = "front",
-    side_by_side: Annotated[Optional[Path], typer.Option("--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right.")] = None,
-    heatmap: Annotated[bool, typer.Option("--heatmap", help="Colour the motion by per-vertex distance to the --side-by-side ground truth.")] = False,
+    side_by_side: Annotated[Optional[Path], typer.Option(
+        "--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right.")] = None,
+    heatmap: Annotated[bool, typer.Option(
+        "--heatmap", help="Colour the motion by per-vertex distance to the --side-by-side ground truth.")] = False,
     glb_motion: Annotated[Optional[str], typer.Option(
         "--glb-motion", help="GLB motion layout: compact (principal shapes + weights, within 0.1 mm RMS; default) "
         "or per-frame (one morph target per frame).")] = None,
     glb_quantize: Annotated[bool, typer.Option(
         "--glb-quantize", help="GLB: 16-bit target positions (KHR_mesh_quantization; about a fifth smaller).")] = False,
-    renderer: Annotated[str, typer.Option("--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
+    renderer: Annotated[str, typer.Option(
+        "--renderer", help="auto (moderngl, else pyrender), moderngl or pyrender.")] = "auto",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
     blendshapes: Annotated[Optional[Path], typer.Option(

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from ..mesh import Topology
 from ..motion import Motion
 from .renderers import RENDERER_CHOICES, create_renderer
 from .scene import VIEWS, NormalComputer, frame_camera, heat_colors, mesh_bounds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .frame_blocks import FrameBlocks
 
 #: x264 settings: visually lossless for flat-shaded renders, fast to encode.
 X264_PRESET = "veryfast"
@@ -285,8 +288,24 @@ def parse_color(value: str | Sequence[float]) -> tuple[float, float, float]:
     return (vals[0], vals[1], vals[2])
 
 
+def _check_video_options(out: Path, force: bool, view: str, renderer: str, resolution: int) -> int:
+    """One-line errors for render_video's options; the resolution rounded up to even."""
+    if out.exists() and not force:
+        raise PtalkerError(f"{out} already exists; use --force to overwrite it")
+    if out.is_dir():
+        raise PtalkerError(f"{out} is a folder; give a file name ending in .mp4")
+    if view not in VIEWS:
+        raise PtalkerError(f"unknown view '{view}'; use one of: {', '.join(VIEWS)}")
+    if renderer not in RENDERER_CHOICES:
+        raise PtalkerError(f"unknown renderer '{renderer}'; use one of: {', '.join(RENDERER_CHOICES)}")
+    resolution = int(resolution)
+    if not 16 <= resolution <= 8192:
+        raise PtalkerError(f"resolution must be between 16 and 8192 pixels; got {resolution}")
+    return resolution + resolution % 2
+
+
 def render_video(
-    motion: Motion,
+    motion: "Motion | FrameBlocks",
     topology: Topology,
     out: str | Path,
     audio: str | Path | None = None,
@@ -303,6 +322,10 @@ def render_video(
     progress: ProgressFn | None = None,
 ) -> Path:
     """Render ``motion`` on ``topology``'s faces to an H.264 MP4 at ``out``.
+
+    ``motion`` may be a :class:`~.frame_blocks.FrameBlocks`: each frame is then rendered and piped
+    into ffmpeg as its block arrives, and the camera frames the template (the whole motion's
+    bounds are not known yet; the face moves a few percent of its size); not with ``side_by_side``.
 
     Args:
         audio: muxed in sync; it sets the clip length (see the module docstring).
@@ -322,21 +345,16 @@ def render_video(
     every error case nothing is left at ``out``.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise PtalkerError(f"{out} already exists; use --force to overwrite it")
-    if out.is_dir():
-        raise PtalkerError(f"{out} is a folder; give a file name ending in .mp4")
-    if view not in VIEWS:
-        raise PtalkerError(f"unknown view '{view}'; use one of: {', '.join(VIEWS)}")
-    if renderer not in RENDERER_CHOICES:
-        raise PtalkerError(f"unknown renderer '{renderer}'; use one of: {', '.join(RENDERER_CHOICES)}")
-    resolution = int(resolution)
-    if not 16 <= resolution <= 8192:
-        raise PtalkerError(f"resolution must be between 16 and 8192 pixels; got {resolution}")
-    resolution += resolution % 2
+    resolution = _check_video_options(out, force, view, renderer, resolution)
     bg = parse_color(background)
     nv = topology.num_vertices
-    motion.validate(nv, source="motion")
+    streamed = not isinstance(motion, Motion)
+    if streamed and (side_by_side is not None or error_heatmap):
+        raise PtalkerError("side-by-side and heat-map videos need the whole motion, not blocks of it")
+    if streamed and motion.num_frames <= 0:
+        raise PtalkerError("motion has no frames")
+    if not streamed:
+        motion.validate(nv, source="motion")
     if side_by_side is not None:
         side_by_side.validate(nv, source="side-by-side motion")
     if error_heatmap and side_by_side is None:
@@ -351,7 +369,7 @@ def render_video(
     if audio_path is not None:
         n_out = max(1, int(round(audio_duration(audio_path) * fps_out)))
     else:
-        n_out = max(1, int(round(motion.duration * fps_out)))
+        n_out = max(1, int(round(motion.num_frames / float(motion.fps) * fps_out)))
 
     seqs = [motion] + ([side_by_side] if side_by_side is not None else [])
     schedule = [frame_times(n_out, fps_out, float(m.fps), m.num_frames) for m in seqs]
@@ -370,7 +388,8 @@ def render_video(
             vmax = float(np.percentile(np.concatenate(d), 99.0))
         vmax = max(float(vmax), 1e-9)
 
-    lo, hi = mesh_bounds(*[m.vertices for m in seqs])
+    lo, hi = mesh_bounds(topology.vertices) if streamed else mesh_bounds(*[m.vertices for m in seqs])
+    frames = [_FrameWindow(motion, nv) if streamed else m.vertices for m in seqs]
     panels = len(seqs)
     camera = frame_camera(lo, hi, view, aspect=1.0)
     normals = NormalComputer(topology.faces, nv)
@@ -382,7 +401,7 @@ def render_video(
                 with interrupts.deferred():  # an interruption now is raised once ``writer`` is kept
                     writer = FFmpegVideoWriter(tmp, resolution * panels, resolution, fps_out, audio_path, label=out)
                 for j in range(n_out):
-                    verts = [_sample(m.vertices, s[0][j], s[1][j], s[2][j]) for m, s in zip(seqs, schedule)]
+                    verts = [_sample(f, s[0][j], s[1][j], s[2][j]) for f, s in zip(frames, schedule)]
                     norms = [normals(v) for v in verts]
                     colors = None
                     if error_heatmap:
@@ -393,6 +412,8 @@ def render_video(
                     writer.submit(buf)
                     if progress is not None:
                         progress(j + 1, n_out)
+                if streamed:
+                    frames[0].drain()  # the frames past the last one shown: checked and counted too
                 writer.close()
             except BaseException:  # an error or an interruption, also while ffmpeg finishes: end it first
                 if writer is not None:
@@ -401,6 +422,29 @@ def render_video(
     finally:
         rend.close()
     return out
+
+
+class _FrameWindow:
+    """Frame ``k`` of a :class:`~.frame_blocks.FrameBlocks`, asked for in non-decreasing order: the
+    last two frames are kept (an output frame blends frames a and a + 1)."""
+
+    def __init__(self, motion, num_vertices: int):
+        from .frame_blocks import checked_blocks, frames_of
+
+        self._it = frames_of(checked_blocks(motion, num_vertices))
+        self._have: dict[int, np.ndarray] = {}
+        self._next = 0
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        while self._next <= k:
+            self._have[self._next] = next(self._it)
+            self._have.pop(self._next - 2, None)
+            self._next += 1
+        return self._have[k]
+
+    def drain(self) -> None:
+        for _ in self._it:
+            pass
 
 
 def render_still(

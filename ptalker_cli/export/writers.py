@@ -8,64 +8,18 @@ folder that is renamed at the end. Existing outputs are kept unless ``force``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..errors import MotionError, PtalkerError
-from ..fileio import atomic_folder, atomic_path
+from ..fileio import atomic_path
 from ..mesh import Topology
 from ..motion import Motion
+from .block_writers import FrameBlocks, require_faces, write_obj_blocks, write_ply_blocks
+from .plan import FORMATS, check_files, detect_format, output_files, same_file
 
-#: Formats :func:`write_motion` understands (``all`` writes every one of them).
-FORMATS = ("npy", "obj", "ply", "glb", "mp4", "all")
-_SUFFIX_FORMAT = {".npy": "npy", ".glb": "glb", ".mp4": "mp4"}
-
-
-def detect_format(out: str | Path) -> str:
-    """The format implied by ``out``: ``.npy``/``.glb``/``.mp4``, or a folder → ``obj``."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix in _SUFFIX_FORMAT:
-        return _SUFFIX_FORMAT[suffix]
-    if out.is_dir() or suffix == "" or str(out).endswith(("/", os.sep)):
-        return "obj"
-    raise PtalkerError(
-        f"cannot tell the output format from '{out.name}'; use a name ending in .npy, .glb or .mp4, "
-        "a folder (OBJ sequence), or pass --format npy|obj|ply|glb|mp4|all"
-    )
-
-
-def _check_new(path: Path, force: bool) -> None:
-    if not path.exists() or force:
-        return
-    if path.is_dir() and not any(path.iterdir()):
-        return  # an empty folder holds nothing to overwrite
-    raise PtalkerError(f"{path} already exists; use --force to overwrite it")
-
-
-def _check_target(path: Path, folder: bool) -> None:
-    """One line, before anything is written, when ``path`` cannot be created: an existing folder where a
-    file goes, or a file where a parent folder should be."""
-    if path.is_dir() and not folder:
-        raise PtalkerError(f"{path} is a folder; give a file name for this output")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise PtalkerError(f"could not write {path}: {parent} is a file, not a folder")
-            break
-
-
-def _frame_name(k: int, total: int, ext: str) -> str:
-    width = max(5, len(str(max(total - 1, 0))))
-    return f"frame_{k:0{width}d}.{ext}"
-
-
-def _require_faces(topology: Topology, fmt: str) -> None:
-    if topology.faces.size == 0:
-        raise PtalkerError(f"template '{topology.name}' has no faces, so it cannot be written as {fmt}; use a mesh with faces")
+__all__ = ["FORMATS", "detect_format", "write_motion", "write_npy", "write_obj_sequence", "write_ply_sequence",
+           "write_glb_file", "glb_options"]
 
 
 # --------------------------------------------------------------------------- writers
@@ -82,44 +36,12 @@ def write_npy(motion: Motion, topology: Topology, out: Path) -> list[Path]:
 
 def write_obj_sequence(motion: Motion, topology: Topology, out: Path, progress=None) -> list[Path]:
     """A folder of ``frame_00000.obj`` ...: vertices and (1-based) faces in every file."""
-    _require_faces(topology, "OBJ")
-    T, V = motion.num_frames, motion.num_vertices
-    faces_txt = ("f %d %d %d\n" * len(topology.faces)) % tuple((topology.faces + 1).ravel().tolist())
-    header = f"# ptalker motion frame {{k}} of {T}, topology {topology.name}, fps {motion.fps:g}\n"
-    vfmt = "v %.6f %.6f %.6f\n" * V
-    with atomic_folder(out) as tmp:
-        for k in range(T):
-            text = header.format(k=k) + vfmt % tuple(motion.vertices[k].ravel().tolist()) + faces_txt
-            (tmp / _frame_name(k, T, "obj")).write_text(text)
-            if progress:
-                progress(k + 1, T)
-    return [out]
+    return write_obj_blocks(FrameBlocks.of(motion), topology, out, progress)
 
 
 def write_ply_sequence(motion: Motion, topology: Topology, out: Path, progress=None) -> list[Path]:
     """A folder of binary little-endian ``frame_00000.ply`` ... with faces in every file."""
-    _require_faces(topology, "PLY")
-    T, V = motion.num_frames, motion.num_vertices
-    F = len(topology.faces)
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"comment ptalker motion, topology {topology.name}, fps {motion.fps:g}\n"
-        f"element vertex {V}\nproperty float x\nproperty float y\nproperty float z\n"
-        f"element face {F}\nproperty list uchar int vertex_indices\nend_header\n"
-    ).encode("ascii")
-    face_rec = np.empty(F, dtype=[("n", "u1"), ("idx", "<i4", (3,))])
-    face_rec["n"] = 3
-    face_rec["idx"] = topology.faces
-    face_bytes = face_rec.tobytes()
-    with atomic_folder(out) as tmp:
-        for k in range(T):
-            with open(tmp / _frame_name(k, T, "ply"), "wb") as fh:
-                fh.write(header)
-                fh.write(np.ascontiguousarray(motion.vertices[k], dtype="<f4").tobytes())
-                fh.write(face_bytes)
-            if progress:
-                progress(k + 1, T)
-    return [out]
+    return write_ply_blocks(FrameBlocks.of(motion), topology, out, progress)
 
 
 def write_glb_file(motion: Motion, topology: Topology, out: Path, options=None,
@@ -131,12 +53,12 @@ def write_glb_file(motion: Motion, topology: Topology, out: Path, options=None,
     """
     from .glb import GlbOptions, write_glb
 
-    _require_faces(topology, "GLB")
+    require_faces(topology, "GLB")
     extras = {"topology": topology.name, **{k: v for k, v in motion.meta.items() if isinstance(v, (str, int, float))}}
     wav = out.with_suffix(".wav") if audio is not None else None
     if wav is not None:
         extras["audio"] = wav.name
-        if _same_file(wav, Path(audio)):
+        if same_file(wav, Path(audio)):
             wav = None
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
@@ -146,13 +68,6 @@ def write_glb_file(motion: Motion, topology: Topology, out: Path, options=None,
         if wav is not None:  # renamed into place just before the GLB
             write_wav_copy(audio, wav)
     return [out] if wav is None else [out, wav]
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def write_wav_copy(audio: str | Path, wav: Path) -> Path:
@@ -184,19 +99,6 @@ def glb_options(motion: str | None = None, quantize: bool = False):
 # --------------------------------------------------------------------------- dispatch
 
 
-def _targets(out: Path, fmt: str) -> dict[str, Path]:
-    if fmt != "all":
-        return {fmt: out}
-    stem = out.with_suffix("") if out.suffix.lower() in _SUFFIX_FORMAT else out
-    return {
-        "npy": stem.with_name(stem.name + ".npy"),
-        "obj": stem.with_name(stem.name + "_obj"),
-        "ply": stem.with_name(stem.name + "_ply"),
-        "glb": stem.with_name(stem.name + ".glb"),
-        "mp4": stem.with_name(stem.name + ".mp4"),
-    }
-
-
 def write_motion(
     motion: Motion,
     topology: Topology,
@@ -220,22 +122,12 @@ def write_motion(
     """
     out = Path(out)
     fmt = (fmt or detect_format(out)).lower()
-    if fmt not in FORMATS:
-        raise PtalkerError(f"unknown format '{fmt}'; use one of: {', '.join(FORMATS)}")
+    targets_to_check = output_files(out, fmt, render_options.get("audio"))  # one-line error for a bad fmt
     if not isinstance(motion, Motion):
         raise MotionError(f"expected a Motion, got {type(motion).__name__}")
     motion.validate(topology.num_vertices, source="motion")
-    targets = _targets(out, fmt)
-    targets_to_check = dict(targets)
-    audio = render_options.get("audio")
-    if "glb" in targets and audio is not None and not _same_file(targets["glb"].with_suffix(".wav"), Path(audio)):
-        targets_to_check["wav"] = targets["glb"].with_suffix(".wav")
-    for name, path in targets_to_check.items():
-        try:
-            _check_target(path, folder=name in ("obj", "ply"))
-            _check_new(path, force)
-        except OSError as exc:  # e.g. a name too long for the file system
-            raise PtalkerError(f"could not write {path}: {exc.strerror or exc}") from None
+    check_files(targets_to_check, force)
+    targets = {k: v for k, v in targets_to_check.items() if k != "wav"}
     video_only = [k for k in render_options if k != "audio" or "glb" not in targets]
     if video_only and "mp4" not in targets:
         raise PtalkerError(f"render options ({', '.join(video_only)}) only apply to mp4 output")

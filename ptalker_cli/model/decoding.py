@@ -29,7 +29,6 @@ from torch import Tensor
 
 from ..errors import PtalkerError
 from .audio_encoders import normalize_audio
-from .motion_encoders import shift_right
 from .native_decoder import decode_pass as native_decode_pass
 from .released import released_decode_motion
 from .threads import single_thread
@@ -134,6 +133,26 @@ def decode_motion(model: "PTalker", feats: dict[str, Tensor | None], template: T
     style = style or StyleSpec()
     if model.config.inference_form == "released":  # the released predict_* loops (use_cache/refine ignored)
         return released_decode_motion(model, feats, template, style)
+    hidden = decode_hidden(model, feats, style, use_cache, refine_passes)
+    return apply_head(model, hidden, template)
+
+
+@torch.inference_mode()
+def apply_head(model: "PTalker", hidden: Tensor, template: Tensor) -> Tensor:
+    """The output head on hidden states (B, n, d) → vertices (B, n, V, 3), the template folded into its bias:
+    one pass over the (n, 3V) output."""
+    b, n = hidden.shape[:2]
+    head = model.vertice_decoder
+    bias = head.bias.unsqueeze(0) + template.reshape(b, 1, -1)  # (B, 1, 3V)
+    return torch.baddbmm(bias, hidden, head.weight.t().expand(b, -1, -1)).view(b, n, -1, 3)
+
+
+@torch.inference_mode()
+def decode_hidden(model: "PTalker", feats: dict[str, Tensor | None], style: StyleSpec | None = None,
+                  use_cache: bool = True, refine_passes: int | None = None) -> Tensor:
+    """:func:`decode_motion` up to the output head: the last pass's hidden states (B, T, d), small
+    next to the (B, T, V, 3) vertices (``model/vertex_blocks.py`` applies the head block by block)."""
+    style = style or StyleSpec()
     a, s_a, frame_lengths = feats["audio_content"], feats["s_a"], feats["frame_lengths"]
     b, t = a.shape[0], a.shape[1] // model.k
     cond = _condition(model, style, s_a, b, a)
@@ -150,36 +169,55 @@ def decode_motion(model: "PTalker", feats: dict[str, Tensor | None], template: T
         if running is not None and style.reference_style is None:
             extra = extra + style.strength * running
         hidden = autoregressive_pass(model, extra, a, use_cache)
-    # output head with the template folded into its bias: one pass over the (T, 3V) output
-    head = model.vertice_decoder
-    bias = head.bias.unsqueeze(0) + template.reshape(b, 1, -1)  # (B, 1, 3V)
-    return torch.baddbmm(bias, hidden, head.weight.t().expand(b, -1, -1)).view(b, t, -1, 3)
+    return hidden
+
+
+#: Frames per block when a refinement pass re-encodes the previous pass's motion: the (3V × block)
+#: displacements are its largest buffer, whatever the length. A multiple of the graph encoder's own
+#: chunks (32 frames, 256 on the fused path), so the result is the same as in one block, bit for bit.
+REFINE_BLOCK_FRAMES = 512
 
 
 def refine_codes(model: "PTalker", hidden: Tensor, frame_mask: Tensor):
     """The motion codes of the motion a pass decoded (its frames shifted by one).
 
-    On the fused CPU path the shifted displacements are produced directly in the
-    graph encoder's vertex-major layout — W (3V × d) @ [0, h_0 … h_{T−2}] — which
-    saves the (T, 3V) output, the shift and the transpose; the result is the same.
+    The displacements are made and encoded (E_G, frame by frame) in blocks of
+    :data:`REFINE_BLOCK_FRAMES`; only the (T, features) result is whole. On the fused CPU path the
+    shifted displacements are produced directly in the graph encoder's vertex-major layout —
+    W (3V × d) @ [0, h_0 … h_{T−2}] — which saves the shift and the transpose; the result is the same.
     """
-    b, t, d = hidden.shape
+    if model.content_motion is None and model.style_motion is None:
+        return None, None, None, None
+    t = hidden.shape[1]
     g_enc = model.graph_encoder
-    if g_enc is not None and b == 1 and g_enc.native_vertex_major_ok(hidden):
-        h_prev = torch.cat([hidden.new_zeros(1, d), hidden[0, :-1]]).t()  # (d, T)
-        head = model.vertice_decoder
-        n = head.weight.shape[0] * t
-        ws = model.__dict__.get("_refine_workspace")
-        if ws is None or ws.numel() < n or ws.dtype != hidden.dtype:
-            ws = torch.empty(n, dtype=hidden.dtype)  # reused: first-touch page faults cost as much as the product
-            model.__dict__["_refine_workspace"] = ws
-        disp_vm = ws[:n].view(-1, t)
-        torch.addmm(head.bias.unsqueeze(1), head.weight, h_prev, out=disp_vm)  # (3V, T) = (V, 3, T)
+    native = g_enc is not None and hidden.shape[0] == 1 and g_enc.native_vertex_major_ok(hidden)
+    step = REFINE_BLOCK_FRAMES
+    g = [_shifted_features(model, hidden, i, min(i + step, t), native) for i in range(0, t, step)]
+    return model.codes_from_features(g[0] if len(g) == 1 else torch.cat(g, dim=1), frame_mask)
+
+
+def _shifted_features(model: "PTalker", hidden: Tensor, i: int, j: int, native: bool) -> Tensor:
+    """Motion features (B, j − i, F) of frames i..j−1 of the motion shifted right by one (frame −1: zero)."""
+    b, _, d = hidden.shape
+    n, head = j - i, model.vertice_decoder
+    prev = hidden[:, max(i - 1, 0): j - 1]
+    if i == 0:
+        prev = torch.cat([hidden.new_zeros(b, 1, d), prev], dim=1)
+    if not native:
+        disp = head(prev).view(b, n, -1, 3)
+        if i == 0:
+            disp[:, 0] = 0.0
+        return model.motion_features(disp)
+    size = head.weight.shape[0] * n
+    ws = model.__dict__.get("_refine_workspace")
+    if ws is None or ws.numel() < size or ws.dtype != hidden.dtype:
+        ws = torch.empty(size, dtype=hidden.dtype)  # reused: first-touch page faults cost as much as the product
+        model.__dict__["_refine_workspace"] = ws
+    disp_vm = ws[:size].view(-1, n)
+    torch.addmm(head.bias.unsqueeze(1), head.weight, prev[0].t(), out=disp_vm)  # (3V, n) = (V, 3, n)
+    if i == 0:
         disp_vm[:, 0] = 0.0  # frame −1 is a zero displacement
-        g = g_enc.encode_vertex_major(disp_vm.view(-1, 3, t)).unsqueeze(0)
-        return model.codes_from_features(g, frame_mask)
-    disp = model.vertice_decoder(hidden).view(b, t, -1, 3)
-    return model.motion_codes(shift_right(disp), frame_mask)
+    return model.graph_encoder.encode_vertex_major(disp_vm.view(-1, 3, n)).unsqueeze(0)
 
 
 def autoregressive_pass(model: "PTalker", extra: Tensor, memory: Tensor, use_cache: bool) -> Tensor:
