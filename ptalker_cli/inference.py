@@ -31,6 +31,7 @@ from .mesh import Topology, tiny_topology
 from .model.decoding import StyleSpec, check_style_strength
 from .model.folder import resolve_template
 from .model.network import PTalker, build_model
+from .model.speech_chunks import ChunkingConfig, chunking_from_options
 from .motion import Motion
 
 TINY_SEED = 0
@@ -115,7 +116,14 @@ class AnimateResult:
 
 
 class Animator:
-    """Applies a :class:`PTalker` to audio with the inference modes above."""
+    """Applies a :class:`PTalker` to audio with the inference modes above.
+
+    ``chunking``: how the speech encoders split long audio (:class:`ChunkingConfig`; None = each
+    encoder kind's default, docs/performance.md); ``animate(chunking=...)`` overrides it per call.
+    """
+
+    #: the speech encoders' windows for long audio (None: each encoder kind's default)
+    chunking: ChunkingConfig | None = None
 
     def __init__(self, model: PTalker, device: str | torch.device | None = None):
         self.model = model.eval()
@@ -125,6 +133,11 @@ class Animator:
     @property
     def config(self):
         return self.model.config
+
+    def set_chunk_seconds(self, window_s: float | None, context_s: float | None = None) -> None:
+        """:attr:`chunking` from seconds (``ptalker animate --chunk-seconds``): None = the kinds' defaults,
+        0 = never split; the context each side defaults to a fifth of the window."""
+        self.chunking = chunking_from_options(window_s, context_s)
 
     def known_subjects(self) -> list[str]:
         names = list(self.config.template_subjects)
@@ -170,8 +183,10 @@ class Animator:
         style_from: str | Path | Motion | None = None,
         style_strength: float = 1.0,
         template: Topology | str | Path | None = None,
+        chunking: ChunkingConfig | None = None,
     ) -> AnimateResult:
-        """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array."""
+        """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array. ``chunking``:
+        the speech encoders' windows for long audio (default: :attr:`chunking`)."""
         cfg = self.config
         style_strength = check_style_strength(style_strength)
         if subject is not None and subject not in self.known_subjects():
@@ -212,7 +227,8 @@ class Animator:
                          reference_motion=ref_verts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            verts = self.model.generate(torch.from_numpy(wave).to(device).unsqueeze(0), tmpl, spec)
+            verts = self.model.generate(torch.from_numpy(wave).to(device).unsqueeze(0), tmpl, spec,
+                                        chunking=chunking or self.chunking)
         meta = {
             "subject": subject,
             "style": style_label,

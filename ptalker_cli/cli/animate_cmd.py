@@ -115,6 +115,8 @@ def animate(
                                              "per-frame (one morph target per frame: large)."),
     glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions "
                                       "(KHR_mesh_quantization; about a fifth smaller)."),
+    chunk_seconds: Optional[float] = typer.Option(None, "--chunk-seconds", help="Speech encoder window for long audio, "
+                                                  "a fifth of it context each side (default 20 s, log-mel 30 s; 0: none)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
@@ -135,6 +137,7 @@ def animate(
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
     arkit.check_output(output, fmt, many)  # before inference
     animator = Animator(load_model(model, device))
+    animator.set_chunk_seconds(chunk_seconds)
     results, failed = [], 0
     interrupts.set_note(lambda: _interrupted_note(results, len(audio)))
     with progress(quiet or as_json) as bar:
