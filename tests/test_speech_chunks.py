@@ -13,7 +13,15 @@ from ptalker_cli.errors import PtalkerError
 from ptalker_cli.mesh import tiny_topology
 from ptalker_cli.model.audio_encoders import normalize_audio
 from ptalker_cli.model.network import build_model
-from ptalker_cli.model.speech_chunks import DEFAULT_CHUNKING, ChunkingConfig, _CnnFrames, receptive_field, windows
+from ptalker_cli.model.speech_chunks import (
+    DEFAULT_CHUNKING,
+    ChunkingConfig,
+    _CnnFrames,
+    chunking_for,
+    encoder_kind,
+    receptive_field,
+    windows,
+)
 
 SMALL = ChunkingConfig(2.0, 0.5, 0.5)  # 100 frames at 50 Hz: 50 kept, 25 of context each side
 KINDS = ("hubert", "wav2vec2-group", "logmel")
@@ -83,6 +91,15 @@ def test_chunking_config_is_checked():
     with pytest.raises(Exception):
         DEFAULT_CHUNKING["hubert"].window_s = 5  # frozen
     assert set(DEFAULT_CHUNKING) == {"hubert", "wav2vec2", "logmel"}
+
+
+@pytest.mark.parametrize("kind, key", [("hubert", "hubert"), ("wav2vec2-group", "wav2vec2"), ("logmel", "logmel")])
+def test_each_encoder_kind_gets_its_default_windows(kind, key):
+    m = _model(kind)
+    for enc in [m.audio_encoder, *m.audio_style.backbones]:
+        assert encoder_kind(enc) == key
+        assert chunking_for(encoder_kind(enc), None) is DEFAULT_CHUNKING[key]
+    assert chunking_for(key, SMALL) is SMALL
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..errors import PtalkerError
 from .audio_encoders import SPEECH_HZ, SpeechEncoder
+from .logmel import LogMelSpeechModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import PTalker
@@ -114,6 +115,9 @@ def chunking_from_options(window_s: float | None, context_s: float | None = None
 
 
 def encoder_kind(encoder: SpeechEncoder) -> str:
+    """``hubert``, ``wav2vec2`` or ``logmel``: the key of :data:`DEFAULT_CHUNKING`."""
+    if isinstance(encoder.model, LogMelSpeechModel):  # its config is a plain dataclass
+        return "logmel"
     return str(getattr(encoder.model.config, "model_type", "hubert"))
 
 
