@@ -14,8 +14,9 @@ wav2vec2-large architectures from their configs (random weights, same compute).
 Long audio goes through the speech encoders in windows (model/speech_chunks.py): by default
 each kind's default window; ``--chunk-seconds 0`` encodes the whole audio at once (full context).
 ``--stages``: ``all`` (default) runs everything up to the (T, V, 3) vertices; ``hidden`` runs the
-speech encoders and the first decoder pass to its (T, d) hidden states (no refinement pass, no
-output head: what holds the whole vertex output is measured without it); ``encode`` only the
+speech encoders and the decoder to its (T, d) hidden states without the output head (what holds
+the whole vertex output is measured without it): all passes where ``decoding.decode_hidden``
+exists (it decodes the refinement pass's motion in blocks), else the first pass only; ``encode`` only the
 speech encoders. Peak resident memory is printed after each length (the process's peak so far:
 give the lengths in increasing order, or one length per run).
 """
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 
 from ptalker_cli.config import AudioEncoderConfig, preset, tiny_speech_encoder  # noqa: E402
 from ptalker_cli.mesh import Topology  # noqa: E402
+from ptalker_cli.model import decoding  # noqa: E402
 from ptalker_cli.model.decoding import StyleSpec, _condition, autoregressive_pass  # noqa: E402
 from ptalker_cli.model.network import build_model  # noqa: E402
 from ptalker_cli.model.speech_chunks import chunking_from_options  # noqa: E402
@@ -120,12 +122,19 @@ def main() -> None:
     def decode(feats):
         if args.stages == "encode":
             return feats["audio_content"][:, :: model.k]
-        if args.stages == "hidden":  # pass 1 only, to hidden states: nothing V-sized
-            with torch.inference_mode():
+        if args.stages == "hidden":
+            if decode_hidden is not None:  # every pass, refinement included, without the output head
+                return decode_hidden(model, feats, spec)
+            with torch.inference_mode():  # pass 1 only, to hidden states: nothing V-sized
                 a = feats["audio_content"]
                 cond = _condition(model, spec, feats["s_a"], 1, a)
                 return autoregressive_pass(model, cond.expand(1, a.shape[1] // model.k, -1), a, True)
         return model.decode_motion(feats, tmpl, spec)
+
+    decode_hidden = getattr(decoding, "decode_hidden", None)
+    if args.stages == "hidden":
+        print("hidden stage: " + ("decode_hidden (all passes, no output head)" if decode_hidden is not None else
+                                  "decoder pass 1 only (no refinement pass, no output head)"))
 
     # warm-up
     decode(model.encode_speech(torch.randn(1, 16000, device=dev) * 0.1, chunking=chunking))
