@@ -222,3 +222,21 @@ def test_chunking_options_of_the_cli(wav_file, tmp_path):
         res = runner.invoke(app, ["animate", str(wav), "--model", "tiny", "-o", str(bad), "--quiet", *extra])
         assert res.exit_code != 0 and "Traceback" not in res.output and not bad.exists()
         assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_padded_batch_is_chunked_per_sequence():
+    """A batch with one long and one short sequence: each is encoded at its own length (local
+    encoders: equal to the full padded-batch path on the valid frames; zeros beyond them)."""
+    m = _model("hubert", local=True)
+    lengths = torch.tensor([71_111, 40_079])
+    audio = torch.zeros(2, 71_111)
+    audio[0] = _speech(71_111 / 16000, seed=5)[0, :71_111]
+    audio[1, :40_079] = _speech(40_079 / 16000, seed=6)[0, :40_079]
+    full = m.encode_speech(audio, lengths, chunking=ChunkingConfig.full_context())
+    got = m.encode_speech(audio, lengths, chunking=SMALL)
+    assert torch.equal(got["frame_lengths"], full["frame_lengths"])
+    for i, frames in enumerate(full["frame_lengths"].tolist()):
+        n = m.k * frames
+        torch.testing.assert_close(got["audio_content"][i, :n], full["audio_content"][i, :n], rtol=1e-4, atol=1e-5)
+        assert not got["audio_content"][i, n:].any()
+    torch.testing.assert_close(got["s_a"], full["s_a"], rtol=1e-4, atol=1e-5)
