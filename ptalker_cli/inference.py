@@ -31,6 +31,7 @@ from .mesh import Topology, tiny_topology
 from .model.decoding import StyleSpec, check_style_strength
 from .model.folder import resolve_template
 from .model.network import PTalker, build_model
+from .model.speech_chunks import ChunkingConfig, chunking_from_options
 from .model.vertex_blocks import BLOCK_FRAMES, decode_blocks
 from .motion import Motion
 
@@ -116,7 +117,14 @@ class AnimateResult:
 
 
 class Animator:
-    """Applies a :class:`PTalker` to audio with the inference modes above."""
+    """Applies a :class:`PTalker` to audio with the inference modes above.
+
+    ``chunking``: how the speech encoders split long audio (:class:`ChunkingConfig`; None = each
+    encoder kind's default, docs/performance.md); ``animate(chunking=...)`` overrides it per call.
+    """
+
+    #: the speech encoders' windows for long audio (None: each encoder kind's default)
+    chunking: ChunkingConfig | None = None
 
     #: frames of vertices made at a time (:meth:`animate_iter`; :meth:`animate` fills its motion from them)
     block_frames: int = BLOCK_FRAMES
@@ -129,6 +137,11 @@ class Animator:
     @property
     def config(self):
         return self.model.config
+
+    def set_chunk_seconds(self, window_s: float | None, context_s: float | None = None) -> None:
+        """:attr:`chunking` from seconds (``ptalker animate --chunk-seconds``): None = the kinds' defaults,
+        0 = never split; the context each side defaults to a fifth of the window."""
+        self.chunking = chunking_from_options(window_s, context_s)
 
     def known_subjects(self) -> list[str]:
         names = list(self.config.template_subjects)
@@ -174,9 +187,11 @@ class Animator:
         style_from: str | Path | Motion | None = None,
         style_strength: float = 1.0,
         template: Topology | str | Path | None = None,
+        chunking: ChunkingConfig | None = None,
     ) -> AnimateResult:
-        """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array."""
-        stream = self.animate_iter(audio, subject, style, style_from, style_strength, template)
+        """Animate one utterance. ``audio`` is a file path or a 16-kHz mono float array. ``chunking``:
+        the speech encoders' windows for long audio (default: :attr:`chunking`)."""
+        stream = self.animate_iter(audio, subject, style, style_from, style_strength, template, chunking=chunking)
         return AnimateResult(stream.collect(), stream.subject, stream.style, stream.topology)
 
     def animate_iter(
@@ -188,6 +203,7 @@ class Animator:
         style_strength: float = 1.0,
         template: Topology | str | Path | None = None,
         block_frames: int | None = None,
+        chunking: ChunkingConfig | None = None,
     ) -> "AnimateStream":
         """Like :meth:`animate`, but the vertices come as blocks of frames (:class:`AnimateStream`).
 
@@ -201,7 +217,8 @@ class Animator:
         tmpl = torch.from_numpy(topo.vertices).to(device).unsqueeze(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            feats = self.model.encode_speech(torch.from_numpy(wave).to(device).unsqueeze(0))
+            feats = self.model.encode_speech(torch.from_numpy(wave).to(device).unsqueeze(0),
+                                             chunking=chunking or self.chunking)
             frames, blocks = decode_blocks(self.model, feats, tmpl, spec,
                                            block_frames=block_frames or self.block_frames)
         del feats

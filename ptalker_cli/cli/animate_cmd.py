@@ -137,6 +137,8 @@ def animate(
                                              "per-frame (one morph target per frame: large)."),
     glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions "
                                       "(KHR_mesh_quantization; about a fifth smaller)."),
+    chunk_seconds: Optional[float] = typer.Option(None, "--chunk-seconds", help="Speech encoder window for long audio, "
+                                                  "a fifth of it context each side (default 20 s, log-mel 30 s; 0: none)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
@@ -170,6 +172,7 @@ def animate(
             raise PtalkerError("a sharded run writes its report with --report REPORT.json (or -o FOLDER/)")
         report = output / "report.json"
     animator = Animator(load_model(model, device))
+    animator.set_chunk_seconds(chunk_seconds)
     styling = dict(subject=subject, style=style, style_from=style_from, style_strength=style_strength,
                    template=template)
     results, failed = [], 0

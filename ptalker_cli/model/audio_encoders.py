@@ -149,12 +149,16 @@ class SpeechEncoder(nn.Module):
             feats, lengths = self._resample(feats, lengths, self.rate_hz)
         s = feats.shape[1]
         mask = torch.arange(s, device=wave.device).unsqueeze(0) < lengths.unsqueeze(1)
+        return self.transform(feats, mask), mask
+
+    def transform(self, feats: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, S, C) CNN features (aligned) → (B, S, H) hidden states: projection, then the transformer
+        (``mask``: valid frames; None or all valid = no attention mask)."""
         proj = self.model.feature_projection(feats)
         hidden = proj[0] if isinstance(proj, tuple) else proj
-        attn = mask if not bool(mask.all()) else None  # bool, as HF computes it itself
+        attn = mask if mask is not None and not bool(mask.all()) else None  # bool, as HF computes it itself
         out = self.model.encoder(hidden, attention_mask=attn)
-        hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        return hidden, mask
+        return out[0] if isinstance(out, tuple) else out.last_hidden_state
 
     def _align(self, feats: Tensor, lengths: Tensor, frame_lengths: Tensor, num_frames: int):
         b, s, c = feats.shape
@@ -237,10 +241,12 @@ class AudioStyleEncoder(nn.Module):
         s = min(o[0].shape[1] for o in outs)
         hidden = torch.cat([o[0][:, :s] for o in outs], dim=-1)
         mask = outs[0][1][:, :s]
-        pooled = self.pool(hidden, mask)
-        z = self.fc2(self.drop(F.relu(self.fc1(pooled))))
-        s_a = torch.tanh(self.norm(z) if self.norm is not None else z)
-        return s_a, self.frame_proj(hidden), mask
+        return self.code(hidden, mask), self.frame_proj(hidden), mask
+
+    def code(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        """s_a from the backbones' concatenated (B, S, W) hidden states and their (B, S) valid mask."""
+        z = self.fc2(self.drop(F.relu(self.fc1(self.pool(hidden, mask)))))
+        return torch.tanh(self.norm(z) if self.norm is not None else z)
 
     def pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
         """(B, S, W) frames, (B, S) valid mask → (B, W) max, (B, 2W) [mean, std] or (B, 6W) [mean, std,

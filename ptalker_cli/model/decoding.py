@@ -31,6 +31,7 @@ from ..errors import PtalkerError
 from .audio_encoders import normalize_audio
 from .native_decoder import decode_pass as native_decode_pass
 from .released import released_decode_motion
+from .speech_chunks import ChunkingConfig, audio_style_code, content_features
 from .threads import single_thread
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,7 +83,7 @@ class StyleSpec:
 @torch.inference_mode()
 def generate(model: "PTalker", audio: Tensor, template: Tensor, style: StyleSpec | None = None,
              audio_lengths: Tensor | None = None, use_cache: bool = True,
-             refine_passes: int | None = None) -> Tensor:
+             refine_passes: int | None = None, chunking: ChunkingConfig | None = None) -> Tensor:
     """Animate (B, L) 16-kHz waveforms → (B, T, V, 3) vertices, T = the audio's motion frames.
 
     Pass 1 decodes with the identity/audio (and reference) style; each refinement
@@ -91,13 +92,18 @@ def generate(model: "PTalker", audio: Tensor, template: Tensor, style: StyleSpec
     and running motion style. Each pass is linear in length with the KV cache.
     ``use_cache=False`` recomputes the whole prefix every step (slow reference).
     """
-    feats = encode_speech(model, audio, audio_lengths)
+    feats = encode_speech(model, audio, audio_lengths, chunking)
     return decode_motion(model, feats, template, style, use_cache, refine_passes)
 
 
 @torch.inference_mode()
-def encode_speech(model: "PTalker", audio: Tensor, audio_lengths: Tensor | None = None) -> dict[str, Tensor | None]:
-    """The speech encoders' part of :func:`generate`: content features a, audio style s_a."""
+def encode_speech(model: "PTalker", audio: Tensor, audio_lengths: Tensor | None = None,
+                  chunking: ChunkingConfig | None = None) -> dict[str, Tensor | None]:
+    """The speech encoders' part of :func:`generate`: content features a, audio style s_a.
+
+    Long audio goes through the encoders in windows (:mod:`.speech_chunks`; ``chunking`` None =
+    each encoder kind's default, ``ChunkingConfig.full_context()`` = never split).
+    """
     b = audio.shape[0]
     if audio_lengths is None:
         audio_lengths = torch.full((b,), audio.shape[1], dtype=torch.long, device=audio.device)
@@ -106,8 +112,8 @@ def encode_speech(model: "PTalker", audio: Tensor, audio_lengths: Tensor | None 
         raise ValueError("audio too short to produce a motion frame")
     frame_lengths = torch.tensor([model.num_motion_frames(int(n)) for n in audio_lengths], device=audio.device)
     wave = normalize_audio(audio, audio_lengths)
-    a, _ = model.encode_audio(wave, audio_lengths, t, frame_lengths)
-    s_a = model.audio_style_code(wave, audio_lengths)[0]
+    a = content_features(model, wave, audio_lengths, t, frame_lengths, chunking)
+    s_a = audio_style_code(model, wave, audio_lengths, chunking)
     return {"audio_content": a, "s_a": s_a, "frame_lengths": frame_lengths}
 
 
