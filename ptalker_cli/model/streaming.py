@@ -51,8 +51,8 @@ class StreamSettings:
     """
 
     lookahead_s: float = 0.2
-    left_s: float = 2.0
-    hop_frames: int = 2
+    left_s: float = 1.0
+    hop_frames: int = 3
     kv_window_s: float = 20.0
     style_s: float = 3.0
 
@@ -376,6 +376,7 @@ class Streamer:
                         for _ in self.passes[1:]]
         self.style_states = [_StyleState(model.style_motion, kv) if model.style_motion is not None else None
                              for _ in self.passes[1:]]
+        self._fold: tuple[Tensor, Tensor, Tensor] | None = None
         self.carry: list[Tensor | None] = [None] * len(self.passes)  # each pass's last hidden state
         self.buffer = np.zeros(0, dtype=np.float32)  # audio from sample `offset` on
         self.offset = 0
@@ -463,23 +464,37 @@ class Streamer:
         verts = F.linear(hidden[0], head.weight, head.bias) + self.template
         return verts.view(f1 - f0, -1, 3).float().cpu().numpy()
 
+    def _motion_features(self, h_in: Tensor, zero_first: bool) -> Tensor:
+        """E_G features (1, n, d) of the displacements the output head makes of hidden states h_in (1, n, d)."""
+        model, head = self.model, self.model.vertice_decoder
+        g_enc = model.graph_encoder
+        n = h_in.shape[1]
+        if g_enc is not None and g_enc.native_vertex_major_ok(h_in):
+            # straight into the fused GAT's vertex-major layout, as refine_codes does offline
+            disp_vm = torch.addmm(head.bias.unsqueeze(1), head.weight, h_in[0].t())  # (3V, n)
+            if zero_first:
+                disp_vm[:, 0] = 0.0
+            return g_enc.encode_vertex_major(disp_vm.view(-1, 3, n)).unsqueeze(0)
+        disp = F.linear(h_in, head.weight, head.bias)
+        if zero_first:
+            disp[:, 0] = 0.0
+        return model.motion_features(disp.view(1, n, -1, 3))
+
     def run_passes(self, cond: Tensor, a: Tensor) -> Tensor:
         model = self.model
-        w_fold, b_fold, first = fold(model)
+        if self._fold is None:
+            self._fold = fold(model)
+        w_fold, b_fold, first = self._fold
         n = a.shape[1] // model.k
         extra = cond.expand(1, n, -1)
         hidden = self.passes[0].run(extra, a, w_fold, b_fold, first)
         for p in range(1, len(self.passes)):
-            head = model.vertice_decoder
             # the motion encoders see each frame's previous frame (a zero displacement before frame 0)
             before = self.carry[p - 1]
             h_in = torch.cat([before if before is not None else hidden.new_zeros(1, 1, hidden.shape[-1]),
                               hidden[:, :-1]], dim=1)
-            disp = F.linear(h_in, head.weight, head.bias)
-            if before is None:
-                disp[:, 0] = 0.0
             self.carry[p - 1] = hidden[:, -1:]
-            g = model.motion_features(disp.view(1, n, -1, 3))
+            g = self._motion_features(h_in, before is None)
             extra = cond.expand(1, n, -1)
             if self.content[p - 1] is not None:
                 extra = extra + self.content[p - 1].run(g)
