@@ -135,9 +135,10 @@ def test_a_client_that_stops_reading_does_not_stall_another(animator, speech):
     """A client that sends its audio but never reads: its frames back up to the server (its queue fills and
     stays full), and another client meanwhile gets its whole stream."""
     lines: list[str] = []
-    long = np.tile(speech[0], 4)  # 6 s: 150 frames, 345 kB, far more than the small socket buffers hold
+    long = np.tile(speech[0], 2)  # 3 s: 75 frames, 172 kB, far more than the small socket buffers hold
+    # no keepalive: the server must not get out of a stall by dropping the stalled client after a missed ping
     stream = ServerThread(partial(animator.stream, settings=SETTINGS), 25.0, log=lines.append, queue_messages=4,
-                          socket_send_buffer=4096)
+                          socket_send_buffer=4096, ping_interval=None)
     with stream as port:
         url = f"ws://127.0.0.1:{port}/"
 
@@ -145,7 +146,8 @@ def test_a_client_that_stops_reading_does_not_stall_another(animator, speech):
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", port))
-            stalled = await connect(url, sock=sock, max_size=None, max_queue=1)
+            # no keepalive from this side either: a missed pong would make the stalled client give up
+            stalled = await connect(url, sock=sock, max_size=None, max_queue=1, ping_interval=None)
             for i in range(0, len(long), 4000):
                 await stalled.send(long[i: i + 4000].astype("<f4").tobytes())
             await stalled.send(json.dumps({"type": "end"}))
@@ -156,7 +158,7 @@ def test_a_client_that_stops_reading_does_not_stall_another(animator, speech):
                     break
                 await asyncio.sleep(0.05)
             assert queues and queues[0].full(), "the stalled client's frames never backed up"
-            result = await asyncio.wait_for(_client(url, speech[1], 800), 120)
+            result = await asyncio.wait_for(_client(url, speech[1], 800), 60)
             still_full = [queues[0].full(), queues[0] in stream.server.pending.values()]
             await stalled.close()
             return result, still_full
@@ -214,3 +216,22 @@ def test_ptalker_serve_subprocess_answers_a_client(speech, tmp_path):
         out = proc.communicate(timeout=30)
     log = out[1]
     assert "frames=37 done" in log and "Traceback" not in log
+
+
+def test_the_client_example_in_docs_streaming_works(server, animator, speech, tmp_path):
+    """docs/streaming.md's Python client, extracted and run as a program against a server."""
+    import soundfile as sf
+
+    text = (ROOT / "docs" / "streaming.md").read_text()
+    block = text.split("### A Python client", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    client = tmp_path / "client.py"
+    client.write_text(block)
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech[1], 16000, subtype="FLOAT")
+    url, _ = server
+    done = subprocess.run([sys.executable, str(client), url, str(wav), str(tmp_path / "frames.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    want = _library(animator, speech[1])
+    assert f"frames: {len(want)}" in done.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), want)

@@ -239,11 +239,16 @@ def _peer(ws) -> str:
 
 
 async def serve_async(server: StreamServer, host: str, port: int, ready: Callable[[int], None] | None = None,
-                      stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (forever without one); ``ready(port)`` is called once listening."""
+                      stop: asyncio.Event | None = None, ping_interval: float | None = 20.0) -> None:
+    """Serve until ``stop`` is set (forever without one); ``ready(port)`` is called once listening.
+
+    ``ping_interval``: websockets' keepalive; a client that answers no ping within as long is closed
+    (None: never, so a stalled client stays connected).
+    """
     from websockets.asyncio.server import serve
 
-    async with serve(server.handler, host, port, max_size=MAX_MESSAGE) as ws_server:
+    async with serve(server.handler, host, port, max_size=MAX_MESSAGE, ping_interval=ping_interval,
+                     ping_timeout=ping_interval) as ws_server:
         bound = ws_server.sockets[0].getsockname()[1]
         if ready is not None:
             ready(bound)
@@ -264,8 +269,10 @@ class ServerThread:
     """A server on a background thread (tests, benchmarks): ``with ServerThread(...) as port: ...``."""
 
     def __init__(self, open_stream: OpenStream, fps: float, host: str = "127.0.0.1", port: int = 0,
-                 workers: int = 2, log: Callable[[str], None] | None = None, **kwargs):
+                 workers: int = 2, log: Callable[[str], None] | None = None, ping_interval: float | None = 20.0,
+                 **kwargs):
         self.server = StreamServer(open_stream, fps, workers, log, **kwargs)
+        self.ping_interval = ping_interval
         self.host, self.port = host, port
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,7 +284,7 @@ class ServerThread:
         async def main():
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await serve_async(self.server, self.host, self.port, self._bound, self._stop)
+            await serve_async(self.server, self.host, self.port, self._bound, self._stop, self.ping_interval)
 
         try:
             asyncio.run(main())

@@ -177,7 +177,7 @@ class WindowKV:
         b, h, n, dh = k.shape
         need = self.length + n
         if self.k is None or need > self.k.shape[2]:
-            cap = max(need, 2 * (self.keep + n), 16)
+            cap = max(need, min(2 * need, 2 * (self.keep + n)), 16)  # geometric growth up to the bound
             new_k, new_v = k.new_empty(b, h, cap, dh), v.new_empty(b, h, cap, dh)
             if self.k is not None and self.length:
                 new_k[:, :, : self.length] = self.k[:, :, : self.length]
