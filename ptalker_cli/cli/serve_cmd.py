@@ -19,15 +19,19 @@ def serve(
     hop: int = typer.Option(3, "--hop", help="Motion frames decoded per speech window."),
     kv_window: float = typer.Option(20.0, "--kv-window", help="Seconds of past frames the decoder attends to."),
     workers: int = typer.Option(2, "--workers", help="Threads running the model (shared by all clients)."),
+    threads: int = typer.Option(1, "--threads", help="PyTorch threads per worker (1: the per-frame steps are tiny)."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
 ) -> None:
     """Serve motion frames over WebSocket: ws://HOST:PORT/?subject=…&style=…&output=vertices|arkit."""
     from functools import partial
 
+    import torch
+
     from ..inference import Animator, load_model
     from ..live.server import run_server
     from ..model.streaming import StreamSettings
 
+    torch.set_num_threads(max(1, threads))  # the workers run side by side; each step is too small to split
     settings = StreamSettings(lookahead_s=lookahead, left_s=left, hop_frames=hop, kv_window_s=kv_window)
     animator = Animator(load_model(model, device))
 

@@ -247,8 +247,10 @@ async def serve_async(server: StreamServer, host: str, port: int, ready: Callabl
     """
     from websockets.asyncio.server import serve
 
+    # no permessage-deflate: float32 vertices barely compress, and zlib on 170 kB per frame costs
+    # more CPU than the model's frame
     async with serve(server.handler, host, port, max_size=MAX_MESSAGE, ping_interval=ping_interval,
-                     ping_timeout=ping_interval) as ws_server:
+                     ping_timeout=ping_interval, compression=None) as ws_server:
         bound = ws_server.sockets[0].getsockname()[1]
         if ready is not None:
             ready(bound)
