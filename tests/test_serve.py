@@ -235,3 +235,24 @@ def test_the_client_example_in_docs_streaming_works(server, animator, speech, tm
     want = _library(animator, speech[1])
     assert f"frames: {len(want)}" in done.stdout
     np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), want)
+
+
+def test_a_vanished_client_is_dropped_with_a_log_line(server, animator, speech):
+    """A client whose connection drops mid-stream (no close handshake) ends in one log line; the server goes on."""
+    url, lines = server
+    before = len(lines)
+
+    async def vanish():
+        ws = await connect(url)
+        await ws.recv()  # start
+        await ws.send(speech[0][:16000].astype("<f4").tobytes())
+        await asyncio.sleep(0.2)
+        ws.transport.abort()
+
+    asyncio.run(vanish())
+    deadline = time.monotonic() + 30
+    while len(lines) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(lines) == before + 1 and "closed by client" in lines[-1] and "done" not in lines[-1], lines[before:]
+    _, frames, texts = asyncio.run(_client(url, speech[1][:8000]))
+    assert texts[-1]["type"] == "done" and len(frames) == texts[-1]["frames"] > 0

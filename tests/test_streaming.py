@@ -115,3 +115,13 @@ def test_animator_stream_takes_subject_and_style(model, wave):
     other = np.concatenate([(s2 := anim.stream(subject=model.config.train_subjects[0], settings=SETTINGS)).push(wave),
                             s2.finish()])
     assert out.shape == other.shape and np.abs(out - other).max() > 1e-4  # the style reaches the frames
+
+
+@pytest.mark.system("native")
+def test_streamed_equals_offline_with_the_fused_graph_kernel():
+    """With the fused C graph-attention kernel (the default where it builds), equal to its batch-size round-off."""
+    m = tiny_model()
+    wave = load_audio(ARCTIC[1], 16000)[:24000]
+    off = offline_windowed(m, wave, m.template.numpy(), None, SETTINGS)
+    out, _ = _stream(m, wave, 1000)
+    np.testing.assert_allclose(out, off, rtol=0, atol=1e-4)
