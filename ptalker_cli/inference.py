@@ -32,6 +32,7 @@ from .model.decoding import StyleSpec, check_style_strength
 from .model.folder import resolve_template
 from .model.network import PTalker, build_model
 from .model.speech_chunks import ChunkingConfig, chunking_from_options
+from .model.streaming import Streamer, StreamSettings
 from .model.vertex_blocks import BLOCK_FRAMES, decode_blocks
 from .motion import Motion
 
@@ -274,6 +275,34 @@ class Animator:
         }
         return spec, topo, wave, meta, style_label
 
+    def stream(self, subject: str | None = None, style: str | Mapping[str, float] | None = None,
+               style_strength: float = 1.0, template: Topology | str | Path | None = None,
+               settings: StreamSettings | None = None) -> Streamer:
+        """A :class:`~ptalker_cli.model.streaming.Streamer` for live audio (docs/streaming.md).
+
+        Subject, style and template as in :meth:`animate`; ``style="voice"`` and ``style_from`` need the
+        whole recording and are not offered. The streamer carries ``topology`` (the mesh it animates),
+        ``subject`` and ``style_label``.
+        """
+        cfg = self.config
+        style_strength = check_style_strength(style_strength)
+        if subject is not None and subject not in self.known_subjects():
+            raise self._subject_error(subject)
+        if subject is None and style is None and cfg.train_subjects:
+            subject = cfg.train_subjects[0]
+        topo = self.template_for(subject, template)
+        if style is None and subject is not None and subject in cfg.train_subjects:
+            style = subject
+        if isinstance(style, str) and style.strip() == VOICE_STYLE:
+            raise PtalkerError("style 'voice' needs the whole recording; a stream takes a subject or a blend")
+        weights = self.style_weights(style)
+        spec = StyleSpec(weights.to(self.model.device) if weights is not None else None, None, style_strength)
+        streamer = Streamer(self.model, topo.vertices, spec, settings)
+        streamer.topology = topo
+        streamer.subject = subject or ""
+        streamer.style_label = "audio" if weights is None else (style if isinstance(style, str) else "blend")
+        return streamer
+
 
 @dataclass
 class AnimateStream:
@@ -298,6 +327,7 @@ class AnimateStream:
         if k != self.num_frames:
             raise PtalkerError(f"the decoder produced {k} frames, {self.num_frames} were expected")
         return Motion(out, self.fps, self.topology.name, dict(self.meta))
+
 
 
 def animate(audio, model: str | Path | PTalker = DEFAULT_MODEL, device: str = "auto", **kwargs) -> Motion:

@@ -19,6 +19,7 @@ from .doctor_cmd import doctor_command
 from .eval_cmd import eval_command
 from .models_cmd import models_app
 from .render_cmd import render
+from .serve_cmd import serve
 from .synth_cmd import synth
 from .train_cmd import train
 
@@ -35,6 +36,7 @@ app.command("train")(train)
 app.command("eval")(eval_command)
 app.command("convert")(convert)
 app.command("doctor")(doctor_command)
+app.command("serve")(serve)
 app.add_typer(models_app, name="models", help="The model zoo: list, download, verify, publish.")
 data_app.command("synth")(synth)
 app.add_typer(data_app, name="data", help="Prepare, synthesize and check datasets.")
