@@ -15,7 +15,7 @@ from ..config import DEFAULT_MODEL
 from ..errors import PtalkerError
 from .common import console, error, print_json, progress
 
-FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
+FORMATS = ("npy", "obj", "ply", "glb", "mp4", "html", "csv", "arkit-json")
 FOLDER_FORMATS = ("obj", "ply")  # a folder of frames: -o names the folder itself
 
 
@@ -58,6 +58,12 @@ def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, forc
     a GLB (OUT.wav); ``glb``: the --glb-* options (glb output only)."""
     from ..export import detect_format, write_motion
 
+    if fmt == "html" or (fmt is None and out.suffix.lower() == ".html"):  # one self-contained page (docs/rendering.md)
+        if glb is not None:
+            raise PtalkerError("--glb-motion and --glb-quantize apply to glb output, not html")
+        from ..export.html_player import write_html_player
+
+        return [write_html_player(out, motion, topo, audio=audio, force=force)]
     chosen = fmt or detect_format(out)
     if glb is not None and chosen not in ("glb", "all"):
         raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
@@ -73,7 +79,7 @@ def _interrupted_note(results: list, total: int) -> str:
 
 def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
-    output_arg: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .csv = "
+    output_arg: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .html, .csv = "
                                              "ARKit curves for Live Link Face) or folder (OBJ sequence, or a folder "
                                              "that gets INPUT_NAME.FORMAT); with several inputs, a folder that gets "
                                              "one output per input. Optional with --livelink/--osc.",
