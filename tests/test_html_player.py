@@ -225,6 +225,20 @@ def test_browser_plays_the_example_offline(example, browser_site):
 
 
 @pytest.mark.system("chromium")
+def test_browser_plays_the_page_without_a_server(example, browser_site):
+    """As when the file is opened from disk: the page's text alone, in an about:blank tab, with no
+    server behind it, becomes ready with its sound and asks for nothing."""
+    _, browser = browser_site
+    seen = len(browser.requests)
+    page = browser.open("about:blank")
+    page.raw.set_content(example["html"].read_text(encoding="utf-8"), wait_until="load")
+    page.wait_for("window.ptalker && (window.ptalker.ready || window.ptalker.error)", timeout_s=30)
+    assert page.evaluate("() => [ptalker.error, ptalker.audio]") == [None, True]
+    assert all(u.startswith(("about:", "blob:", "data:")) for u in browser.requests[seen:]), browser.requests[seen:]
+    assert browser.blocked == [] and page.errors == []
+
+
+@pytest.mark.system("chromium")
 def test_browser_side_by_side_shows_two_heads_and_the_heat_map(example, browser_site):
     topo = tiny_topology()
     pred, gt = Motion(tiny_motion(30, 1), 25.0, "tiny"), Motion(tiny_motion(30, 2), 25.0, "tiny")
