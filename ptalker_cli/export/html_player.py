@@ -114,7 +114,7 @@ def encode_head(label: str, frames: np.ndarray, fps: float, template: np.ndarray
     T, V = frames.shape[0], frames.shape[1]
     mm = mm_per_unit(units, template)
     choices = []
-    if T * 6 > 18:  # a basis needs base (12 bytes/vertex) + at least one int16 target (6): smaller only beyond 3 frames
+    if T > 3:  # a basis holds a base (12 bytes a vertex) and at least one shape (6): 3 frames of frames16 are no more
         choices.append(_basis(frames, template, mm, lip, budget))
     if not choices or T * V * 6 < choices[0][2]:
         choices.append(_frames16(frames, mm, lip))
