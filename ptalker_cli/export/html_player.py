@@ -179,14 +179,15 @@ def player_data(topology, heads: list[tuple[str, np.ndarray, float]], *, audio: 
 
 
 def data_script(data: dict, element_id: str = "ptalker-data", css_class: str = "ptalker-data") -> str:
-    """``data`` as an inline JSON script element (``</`` escaped so no string can end the element)."""
-    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    """``data`` as an inline JSON script element. Every ``<`` (only ever inside a JSON string) is
+    written ``\\u003c``, so no string can end the element or open an HTML comment in it."""
+    text = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     return f'<script type="application/json" id="{element_id}" class="{css_class}">{text}</script>'
 
 
 def inline_script(js: str) -> str:
-    if re.search(r"</script", js, re.IGNORECASE):
-        raise PtalkerError("internal error: a script to inline contains '</script'")
+    if re.search(r"</script|<!--", js, re.IGNORECASE):
+        raise PtalkerError("internal error: a script to inline contains '</script' or '<!--'")
     return f"<script>{js}</script>"
 
 
