@@ -16,6 +16,10 @@ Times are the best of ``--repeats`` (wall clock, and the CPU time of this proces
 for :func:`~ptalker_cli.export.html_player.write_html_player` alone (the model's inference is not
 counted). It prints the file size, the layout chosen, the number of principal shapes and the
 error of what the page shows, against the issue's limits (3 MB and 25 MB).
+
+``--browser`` also opens each page in headless Chromium (tests/browser.py: the system's browser,
+WebGL on SwiftShader, i.e. on the CPU) and prints the seconds from navigation to ``ptalker.ready``
+and the milliseconds of one ``seek(t)`` (pose every head, normals, heat colours, draw), mean of 20.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +93,27 @@ def report(label: str, out: Path, wall: float, cpu: float, limit_mb: float) -> N
           f"{err['lip_max_mm']:>7.3f}")
 
 
+def in_browser(pages: list[Path]) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import Browser, Site
+
+    print("in headless Chromium (SwiftShader: WebGL on the CPU), 512 x 512")
+    with Site({"/p/": pages[0].parent}) as site, Browser() as browser:
+        for path in pages:
+            t = time.perf_counter()
+            page = browser.open(site.url(f"/p/{path.name}"))
+            page.wait_for("window.ptalker && (window.ptalker.ready || window.ptalker.error)", timeout_s=120)
+            ready = time.perf_counter() - t
+            ms = page.evaluate("() => { const t0 = performance.now(); for (let i = 0; i < 20; i++) "
+                               "ptalker.seek(i * ptalker.duration / 20); return (performance.now() - t0) / 20; }")
+            print(f"  {path.name:<16} ready after {ready:5.1f} s, one seek {ms:6.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--browser", action="store_true", help="also time the pages in headless Chromium")
     args = ap.parse_args()
     import soundfile as sf
 
@@ -122,6 +144,8 @@ def main() -> None:
         wall, cpu, _ = best(lambda: write_html_player(out, pred, topo, audio=long_wav, side_by_side=gt,
                                                       error_heatmap=True, force=True), args.repeats)
         report(f"BIWI-size {args.seconds:g} s, 2 heads", out, wall, cpu, 50.0)
+        if args.browser:
+            in_browser([tmp / "example.html", tmp / "biwi.html", out])
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
