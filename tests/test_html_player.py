@@ -213,6 +213,22 @@ def test_browser_plays_the_example_offline(example, browser_site):
     page.evaluate("() => { ptalker.setWireframe(false); ptalker.seek(0.5); }")
     shaded = page.screenshot("canvas", transparent=False)
     assert (np.abs(wire.astype(int) - shaded.astype(int)).sum(axis=2) > 30).sum() > 500
+    # orbit (drag on the canvas) turns the head; "reset view" brings the first picture back
+    box = page.raw.locator("canvas").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.raw.mouse.move(cx, cy)
+    page.raw.mouse.down()
+    page.raw.mouse.move(cx + 120, cy, steps=8)
+    page.raw.mouse.up()
+    turned = page.screenshot("canvas", transparent=False)
+    assert (np.abs(turned.astype(int) - shaded.astype(int)).sum(axis=2) > 30).sum() > 500
+    page.raw.click("button.reset")
+    assert np.abs(page.screenshot("canvas", transparent=False).astype(int) - shaded.astype(int)).max() <= 2
+    # the scrubber seeks the audio and the mesh
+    page.evaluate("() => { const s = document.querySelector('input.scrubber'); s.value = '2.0';"
+                  " s.dispatchEvent(new Event('input')); }")
+    assert page.evaluate("() => [ptalker.time, document.querySelector('audio').currentTime]") == \
+        pytest.approx([2.0, 2.0], abs=0.01)
     page.evaluate("() => { ptalker.seek(0); ptalker.play(); }")
     page.wait_for("window.ptalker.time > 0.3", timeout_s=20)
     page.evaluate("() => ptalker.pause()")
