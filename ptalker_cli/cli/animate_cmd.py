@@ -21,6 +21,12 @@ def _write_mesh(motion, topo, out: Path, fmt: str | None, audio: Path, glb, forc
     a GLB (OUT.wav); ``glb``: the --glb-* options (glb output only)."""
     from ..export import detect_format, write_motion
 
+    if fmt == "html" or (fmt is None and out.suffix.lower() == ".html"):  # one self-contained page (docs/rendering.md)
+        if glb is not None:
+            raise PtalkerError("--glb-motion and --glb-quantize apply to glb output, not html")
+        from ..export.html_player import write_html_player
+
+        return [write_html_player(out, motion, topo, audio=audio, force=force)]
     chosen = fmt or detect_format(out)
     if glb is not None and chosen not in ("glb", "all"):
         raise PtalkerError(f"--glb-motion and --glb-quantize apply to glb output, not {chosen}")
@@ -94,11 +100,10 @@ def _interrupted_note(results: list, total: int) -> str:
 
 def animate(
     audio: List[Path] = typer.Argument(..., help="Speech file(s): WAV, FLAC or OGG.", show_default=False),
-    output_arg: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .csv = "
-                                             "ARKit curves for Live Link Face) or folder (OBJ sequence, or a folder "
-                                             "that gets INPUT_NAME.FORMAT); with several inputs, a folder that gets "
-                                             "one output per input. Optional with --livelink/--osc.",
-                                             show_default=False),
+    output_arg: Optional[str] = typer.Option(
+        None, "-o", "--output", help="Output file (.npy, .glb, .mp4, .html, .csv = ARKit curves for Live Link Face) "
+        "or folder (OBJ sequence, or a folder that gets INPUT_NAME.FORMAT); with several inputs, a folder that gets "
+        "one output per input. Optional with --livelink/--osc.", show_default=False),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model: a registry name (ptalker models list), a "
                               "model folder (e.g. a training run), hf://org/repo[@rev], or tiny."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject: its template and, for a "
@@ -137,8 +142,9 @@ def animate(
                                              "per-frame (one morph target per frame: large)."),
     glb_quantize: bool = typer.Option(False, "--glb-quantize", help="GLB: 16-bit target positions "
                                       "(KHR_mesh_quantization; about a fifth smaller)."),
-    chunk_seconds: Optional[float] = typer.Option(None, "--chunk-seconds", help="Speech encoder window for long audio, "
-                                                  "a fifth of it context each side (default 20 s, log-mel 30 s; 0: none)."),
+    chunk_seconds: Optional[float] = typer.Option(
+        None, "--chunk-seconds", help="Speech encoder window for long audio, a fifth of it context each side "
+        "(default 20 s, log-mel 30 s; 0: none)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),

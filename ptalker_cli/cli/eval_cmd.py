@@ -37,6 +37,9 @@ def eval_command(
                                 "beside ground truth with an error heat map (skipped if no renderer)."),
     save_predictions: bool = typer.Option(False, "--save-predictions", help="Keep the model's predictions in "
                                           "<out>/predictions/ (re-score them with --pred)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: the "
+                                        "protocol, the metrics beside the paper's, per-sequence table and plot, and "
+                                        "players for the best, median and worst sequence (docs/evaluation.md)."),
     sequences: bool = typer.Option(False, "--sequences", help="Also print the per-sequence table."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout instead of tables."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display and no tables."),
@@ -54,6 +57,8 @@ def eval_command(
         raise PtalkerError("--save-predictions and --unseen-style apply to --model only")
     if not data.is_dir():
         raise PtalkerError(f"dataset folder {data} does not exist")
+    if html is not None and html.is_dir():
+        raise PtalkerError(f"--html {html} is a folder; give a file name ending in .html")
     from ..data.layout import DatasetLayout
     from ..eval.protocol import default_split
 
@@ -63,7 +68,11 @@ def eval_command(
     kept = [f"{out / d}" for d, on in (("predictions", save_predictions), ("videos", videos)) if on]
     interrupts.set_note("no results written" + (f"; what was finished in {' and '.join(kept)} is kept" if kept
                                                 else ""))
-    with progress(quiet or as_json) as bar:
+    from ..eval.html_report import prediction_folder, write_html_report
+
+    kept_dir = out / "predictions" if save_predictions and pred is None else None
+    with progress(quiet or as_json) as bar, prediction_folder(kept_dir, html is not None and pred is None) as (
+            pred_dir, temporary):
         task = bar.add_task("evaluating", total=None)
 
         def report(done: int, total: int, name: str) -> None:
@@ -78,13 +87,18 @@ def eval_command(
 
             result = evaluate(load_model(model, device), data, split, unseen_style=unseen_style,
                               lip_region=lip_region, upper_face_region=upper_face_region, device=device,
-                              save_predictions=out / "predictions" if save_predictions else None,
-                              videos_dir=videos_dir, progress=report)
+                              save_predictions=pred_dir, videos_dir=videos_dir, progress=report)
             result.protocol["source"]["model"] = model
-    paths = write_results(result, out)
+            if temporary:  # kept only for the report's players
+                result.protocol["source"].pop("predictions_saved_to", None)
+        paths = write_results(result, out)
+        if html is not None:
+            write_html_report(result, html, dataset_root=data, predictions=pred if pred is not None else pred_dir)
     if as_json:
         print_json(result.to_json())
         return
     if not quiet:
         print_report(result, console, sequences=sequences)
         console.print(f"[green]✓[/] wrote {', '.join(p.name for p in paths)} to {out}", highlight=False)
+        if html is not None:
+            console.print(f"[green]✓[/] wrote {html}", highlight=False)

@@ -39,10 +39,10 @@ def render(
         "--audio", "-a", help="Speech to mux into the video (it sets the video's length); with .glb output, "
         "written beside it as OUT.wav.")] = None,
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .npy, "
-        "a folder = OBJ frames).")] = None,
+        "--output", "-o", help="Output file; default MOTION.mp4. The suffix picks the format (.mp4, .glb, .html = "
+        "a self-contained player page, .npy, a folder = OBJ frames).")] = None,
     fmt: Annotated[Optional[str], typer.Option(
-        "--format", help="npy|obj|ply|glb|mp4|all (default: from the -o suffix).")] = None,
+        "--format", help="npy|obj|ply|glb|mp4|html|all (default: from the -o suffix).")] = None,
     resolution: Annotated[int, typer.Option(
         "--resolution", "-r", help="Frame height and per-panel width in pixels.")] = 512,
     fps: Annotated[Optional[float], typer.Option("--fps", help="Video frame rate (default: the motion's).")] = None,
@@ -50,7 +50,7 @@ def render(
         "--background", help="Background colour: white, black, #rrggbb or r,g,b.")] = "white",
     view: Annotated[str, typer.Option("--view", help="Camera: front or side.")] = "front",
     side_by_side: Annotated[Optional[Path], typer.Option(
-        "--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right.")] = None,
+        "--side-by-side", help="A second motion (e.g. ground truth .npy) drawn to the right (mp4, html).")] = None,
     heatmap: Annotated[bool, typer.Option(
         "--heatmap", help="Colour the motion by per-vertex distance to the --side-by-side ground truth.")] = False,
     glb_motion: Annotated[Optional[str], typer.Option(
@@ -81,8 +81,17 @@ def render(
         m = Motion.load(motion, fps=None)
         topo = _load_template(template, m.topology, m.meta.get("subject"))
     out = output if output is not None else motion.with_suffix(".mp4")
-    chosen = (fmt or detect_format(out)).lower()
     gt = Motion.load(side_by_side) if side_by_side is not None else None
+    if (fmt or "").lower() == "html" or (fmt is None and out.suffix.lower() == ".html"):  # docs/rendering.md
+        if glb is not None:
+            raise PtalkerError("--glb-motion and --glb-quantize apply to glb output, not html")
+        from ..export.html_player import write_html_player
+
+        written = [write_html_player(out, m, topo, audio=audio, side_by_side=gt, error_heatmap=heatmap, force=force)]
+        if not quiet:
+            typer.echo(f"wrote {written[0]}")
+        return
+    chosen = (fmt or detect_format(out)).lower()
     video_opts = dict(
         audio=audio, resolution=resolution, fps=fps, background=background, view=view,
         side_by_side=gt, error_heatmap=heatmap, renderer=renderer,

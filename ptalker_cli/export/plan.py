@@ -19,14 +19,14 @@ from ..errors import PtalkerError
 #: Motion formats :func:`~ptalker_cli.export.writers.write_motion` writes (``all`` writes each of them).
 FORMATS = ("npy", "obj", "ply", "glb", "mp4", "all")
 #: Everything ``ptalker animate --format`` takes: the motion formats and the ARKit curve files.
-ANIMATE_FORMATS = ("npy", "obj", "ply", "glb", "mp4", "csv", "arkit-json")
+ANIMATE_FORMATS = ("npy", "obj", "ply", "glb", "mp4", "html", "csv", "arkit-json")
 #: Formats whose output is a folder of frames: ``-o`` names the folder itself.
 FOLDER_FORMATS = ("obj", "ply")
-_SUFFIX_FORMAT = {".npy": "npy", ".glb": "glb", ".mp4": "mp4"}
+_SUFFIX_FORMAT = {".npy": "npy", ".glb": "glb", ".mp4": "mp4", ".html": "html"}
 
 
 def detect_format(out: str | Path) -> str:
-    """The format implied by ``out``: ``.npy``/``.glb``/``.mp4``, or a folder → ``obj``."""
+    """The format implied by ``out``: ``.npy``/``.glb``/``.mp4``/``.html``, or a folder → ``obj``."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix in _SUFFIX_FORMAT:
@@ -34,8 +34,8 @@ def detect_format(out: str | Path) -> str:
     if out.is_dir() or suffix == "" or str(out).endswith(("/", os.sep)):
         return "obj"
     raise PtalkerError(
-        f"cannot tell the output format from '{out.name}'; use a name ending in .npy, .glb or .mp4, "
-        "a folder (OBJ sequence), or pass --format npy|obj|ply|glb|mp4|all"
+        f"cannot tell the output format from '{out.name}'; use a name ending in .npy, .glb, .mp4 or .html, "
+        "a folder (OBJ sequence), or pass --format npy|obj|ply|glb|mp4|html|all"
     )
 
 
