@@ -163,6 +163,13 @@ class Trainer:
             model = PTalker.from_pretrained(self.checkpoint_dir)
         elif self._init_model is not None:
             model = self._init_model
+        elif cfg.init:
+            if not (Path(cfg.init) / WEIGHTS_FILE).is_file():
+                raise ConfigError(f"init: {cfg.init} is not a model folder (no {WEIGHTS_FILE})")
+            model = PTalker.from_pretrained(cfg.init)
+            if (model.config.num_vertices, list(model.config.train_subjects)) != (
+                    int(self.manifest.num_vertices), list(self.manifest.train_subjects)):
+                raise ConfigError(f"init: {cfg.init} animates another mesh or other training subjects than {cfg.data}")
         else:
             model_cfg = dataset_model_config(cfg, self.manifest, subjects)
             templates = np.stack([layout.load_template(s) for s in subjects]) if subjects else None
