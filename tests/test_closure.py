@@ -160,3 +160,43 @@ def test_training_with_the_lip_closure_loss_needs_a_mesh_with_known_inner_lips(t
                       progress=False, seed=0, loss={"lip_closure": 1.0}).validate()
     with pytest.raises(ConfigError, match="loss.lip_closure needs the inner lips"):
         Trainer(cfg, quiet=True).setup()
+
+
+def test_eval_reports_closure_of_prediction_and_ground_truth_on_a_tiny_fake_synthtalk(tmp_path):
+    from rich.console import Console
+
+    from ptalker_cli.data.testing import make_fake_dataset
+    from ptalker_cli.eval import evaluate_predictions, print_report, write_results
+    from ptalker_cli.mesh import load_builtin
+
+    root = make_fake_dataset(tmp_path / "ds", subjects=("A", "C"), sentences=("s01",), train_subjects=("A",),
+                             frames=50, topology=load_builtin("ict"))
+    template = np.load(root / "templates" / "C.npy")
+    rest = float(template[ICT_INNER_LIPS[0], 1] - template[ICT_INNER_LIPS[1], 1])
+
+    def motion(gap):  # the lower inner lip moved so that the midline gap is `gap`
+        v = np.repeat(template[None], len(gap), axis=0)
+        v[:, ICT_INNER_LIPS[1], 1] -= np.asarray(gap) - rest
+        return v.astype(np.float32)
+
+    gt_gap = np.concatenate([_gap({17: -0.02, 30: -0.02, 43: -0.02}), [0.0]])  # 51 frames
+    np.save(root / "vertices_npy" / "C_s01.npy", motion(gt_gap))
+    seq = root / "synth" / "sequences"
+    seq.mkdir(parents=True)
+    (seq / "C_s01.json").write_text(json.dumps({"phones": [[n, a, b, 0, 0] for n, a, b in PHONES]}))
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    np.save(preds / "C_s01.npy", motion(np.full(51, 0.7)))  # hovers half open
+
+    result = evaluate_predictions(preds, root, "test")
+    c = result.overall["closure"]
+    assert (c["gt"]["closed"], c["gt"]["bilabials"], c["gt"]["closure_rate"]) == (3, 3, 1.0)
+    assert (c["pred"]["closed"], c["pred"]["closure_rate"]) == (0, 0.0)
+    assert c["pred"]["vowel_opening_ratio"] == pytest.approx(1.0, abs=1e-4)
+    write_results(result, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["overall"]["closure"]["gt"]["closure_rate"] == 1.0
+    console = Console(record=True, width=140)
+    print_report(result, console)
+    text = console.export_text()
+    assert "bilabials closed" in text and "0.0 % (0/3)" in text and "100.0 % (3/3)" in text
