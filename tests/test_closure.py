@@ -128,10 +128,16 @@ def test_lip_closure_loss_is_zero_for_the_ground_truth_and_grows_when_the_mouth_
     assert float(lip_closure_loss(gt.clone(), gt, pairs)) == 0.0
     open_at_closures = _motion(np.where(gt_gap < 0.3, 0.6, gt_gap))
     wrong_vowels = _motion(np.where(gt_gap < 0.3, gt_gap, 0.6))
-    loss = float(lip_closure_loss(open_at_closures, gt, pairs))
-    assert loss == pytest.approx((0.6 + 0.62 + 0.6) / 3, rel=1e-5)
-    # only the closed frames count: errors on open vowels cost nothing
-    assert float(lip_closure_loss(wrong_vowels, gt, pairs)) == 0.0
+    closed_err = (0.6 + 0.62 + 0.6) / 3
+    assert float(lip_closure_loss(open_at_closures, gt, pairs, balanced=False)) == pytest.approx(closed_err, rel=1e-5)
+    # balanced (default): half the closed frames' mean error, half the open frames' (here 0)
+    assert float(lip_closure_loss(open_at_closures, gt, pairs)) == pytest.approx(closed_err / 2, rel=1e-5)
+    # the open frames' errors count only in the balanced form: a mouth kept shut on the vowels costs
+    vowel_err = (0.4 + 0.6 + 0.5) / 3
+    assert float(lip_closure_loss(wrong_vowels, gt, pairs, balanced=False)) == 0.0
+    assert float(lip_closure_loss(wrong_vowels, gt, pairs)) == pytest.approx(vowel_err / 2, rel=1e-5)
+    shut = _motion(np.zeros(6))
+    assert float(lip_closure_loss(shut, gt, pairs)) > float(lip_closure_loss(gt.clone(), gt, pairs))
     # the gradient pushes the open prediction's gap down at the closures
     p = open_at_closures.clone().requires_grad_(True)
     lip_closure_loss(p, gt, pairs).backward()
@@ -145,6 +151,9 @@ def test_lip_closure_loss_respects_the_mask_and_rejects_unknown_meshes():
     assert float(lip_closure_loss(pred, gt, pairs)) > 0
     mask = torch.tensor([[False, True, True, True]])
     assert float(lip_closure_loss(pred, gt, pairs, mask)) == 0.0
+    # a masked-out open frame's error does not count either
+    pred_open = _motion(np.array([0.0, 0.3, 1.0, 0.0]))
+    assert float(lip_closure_loss(pred_open, gt, pairs, torch.tensor([[True, False, True, True]]))) == 0.0
     with pytest.raises(ValueError, match="lip_closure=0"):
         lip_pairs("flame")
 

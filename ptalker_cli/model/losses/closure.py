@@ -7,12 +7,16 @@ inner-lip gap (upper − lower midline vertex along the up axis) and only at the
 where the ground truth's lips are closed::
 
     g_t = y(upper)_t − y(lower)_t,        closed_t = ĝ_t < threshold · mean_valid(ĝ)
-    L_close = Σ_{n,t} closed·|g − ĝ| / Σ_{n,t} closed          (cm)
+    L_close = ½ (Σ closed·|g − ĝ| / Σ closed  +  Σ open·|g − ĝ| / Σ open)          (cm)
 
 with ĝ the ground truth's midline gap and the mean over each sequence's valid frames. The
 error |g − ĝ| is averaged over three vertical inner-lip pairs (Multi-PIE landmarks 61/67,
 62/66, 63/65: the midline and either side of it), so that the lips close as a line, not at
-one vertex pair. Switched on by ``LossConfig.lip_closure`` (weight, default 0);
+one vertex pair. The open frames' mean error is the other half (``balanced``, the default):
+with the closed frames alone, a model that cannot time every closure learns to keep the whole
+mouth nearly shut (measured: after 100 fine-tuning steps at weight 10 the mean vowel gap on
+Festival speech fell from 1.30 to 0.46 cm); with both halves, closed frames (the fewer) weigh
+more per frame but the vowels keep their opening. Switched on by ``LossConfig.lip_closure`` (weight, default 0);
 ``lip_closure_threshold`` is the fraction.
 """
 
@@ -45,7 +49,7 @@ def inner_lip_gap(vertices: Tensor, upper: int, lower: int, axis: int = 1) -> Te
 
 @fp32
 def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], mask: Optional[Tensor] = None,
-                     threshold: float = 0.3) -> Tensor:
+                     threshold: float = 0.3, balanced: bool = True) -> Tensor:
     """Mean absolute inner-lip gap error over the frames where the ground truth is closed (see module doc).
 
     Args:
@@ -55,6 +59,8 @@ def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], 
         mask: optional ``(B, T)`` bool, ``True`` = valid frame.
         threshold: a frame is closed when its ground-truth gap is below this fraction of the
             sequence's mean ground-truth gap.
+        balanced: also the mean error over the open frames, averaged half and half with the closed
+            frames' (see the module doc); False: the closed frames only.
     """
     if pred.dim() != 4 or pred.shape != gt.shape:
         raise ValueError(f"pred and gt must both be (B, T, V, 3), got {tuple(pred.shape)} and {tuple(gt.shape)}")
@@ -71,4 +77,11 @@ def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], 
     if n == 0:
         return zero(pred)
     err = sum((inner_lip_gap(p, u, lo) - inner_lip_gap(g, u, lo)).abs() for u, lo in lips) / len(lips)
-    return (err * closed.float()).sum() / n.float()
+    closed_term = (err * closed.float()).sum() / n.float()
+    if not balanced:
+        return closed_term
+    opened = m & ~closed
+    n_open = opened.sum()
+    if n_open == 0:
+        return closed_term
+    return 0.5 * (closed_term + (err * opened.float()).sum() / n_open.float())
