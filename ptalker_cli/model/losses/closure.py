@@ -3,8 +3,8 @@
 Not a term of the paper. L2 vertex losses let a model hover half open through /p b m/
 (regression to the mean: an open-ish mouth is a cheap average of open vowels and short
 closures, and two lip vertices weigh nothing among 14,062). This term looks only at the
-inner-lip gap (upper − lower midline vertex along the up axis) and only at the frames
-where the ground truth's lips are closed::
+inner-lip gap (upper − lower midline vertex along the up axis), and gives the frames where
+the ground truth's lips are closed as much weight as all the others together::
 
     g_t = y(upper)_t − y(lower)_t,        closed_t = ĝ_t < threshold · mean_valid(ĝ)
     L_close = ½ (Σ closed·|g − ĝ| / Σ closed  +  Σ open·|g − ĝ| / Σ open)          (cm)
@@ -15,9 +15,10 @@ error |g − ĝ| is averaged over three vertical inner-lip pairs (Multi-PIE land
 one vertex pair. The open frames' mean error is the other half (``balanced``, the default):
 with the closed frames alone, a model that cannot time every closure learns to keep the whole
 mouth nearly shut (measured: after 100 fine-tuning steps at weight 10 the mean vowel gap on
-Festival speech fell from 1.30 to 0.46 cm); with both halves, closed frames (the fewer) weigh
-more per frame but the vowels keep their opening. Switched on by ``LossConfig.lip_closure`` (weight, default 0);
-``lip_closure_threshold`` is the fraction.
+Festival speech fell from 1.30 to 0.46 cm); with both halves the closed frames (the fewer)
+still weigh more per frame and the vowels kept their opening, but in the one run made so far
+(with scheduled sampling) the closures did not improve (docs/training.md). Switched on by
+``LossConfig.lip_closure`` (weight, default 0); ``lip_closure_threshold`` is the fraction.
 """
 
 from __future__ import annotations
