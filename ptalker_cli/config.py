@@ -482,8 +482,12 @@ class LossConfig:
         topk        1e-3     1e-5
         kl          1e-3     1e-5
         speaker_id  0.1      0.1
+        lip_closure 0        0
 
     The other fields (``orth_form`` and the hyper-parameters) are the same in both.
+    ``lip_closure`` is not the paper's (issue 19): the inner-lip gap error on the frames where
+    the ground truth's lips are closed (:func:`ptalker_cli.model.losses.lip_closure_loss`);
+    the shipped SynthTalk default trains with it on (its model card gives the recipe).
     """
 
     form: str = "l2"  # "l2" (paper Eq. 10-12) | "mse" (released code)
@@ -499,6 +503,8 @@ class LossConfig:
     topk: float = 1e-3
     kl: float = 1e-3
     speaker_id: float = 0.1  # cross-entropy of the s_a speaker classifier (models with audio_style_speaker_head)
+    lip_closure: float = 0.0  # inner-lip gap error where the ground truth is closed (topologies with lip pairs)
+    lip_closure_threshold: float = 0.3  # closed: GT gap < this fraction of the sequence's mean GT gap
     grl_alpha: float = 1.0
     info_temperature: float = 0.1
     topk_ratio: float = 0.15

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import PtalkerError
 from . import metrics as M
+from .closure import ClosureTally
 from .protocol import (
     EvalResult,
     ProgressFn,
@@ -114,6 +115,7 @@ def evaluate_predictions(
     conditions: dict[str, str] = {}
     notes: list[str] = []
     state: dict = {}
+    closure = ClosureTally(setup.root, manifest.fps, manifest.num_vertices)
     total = len(setup.names)
     for i, name in enumerate(setup.names):
         if progress:
@@ -131,6 +133,7 @@ def evaluate_predictions(
                                    seen=subject in train, condition=condition,
                                    prediction=", ".join(x.name for x in paths))
         rows.append(row)
+        closure.add(name, p, g)
         conditions[name] = condition
         render_comparison(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup,
                 setup.dataset.layout.wav_path(name), notes, state)
@@ -145,7 +148,7 @@ def evaluate_predictions(
                  "seen = in the dataset's train_subjects)")
     unseen_rule = "<sequence>.npy, else the mean of all <sequence>_condition_*.npy files"
     protocol = protocol_record(setup, "predictions", source, conditions, unseen_rule, seen_rule, rows, notes)
-    return finish_result(setup, rows, protocol)
+    return finish_result(setup, rows, protocol, closure)
 
 
 __all__ = ["evaluate_predictions", "index_predictions"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PtalkerError
 from . import metrics as M
+from .closure import ClosureTally
 from .paper import tables_for
 from .regions import Region, dataset_kind, resolve_region
 
@@ -50,6 +51,8 @@ METRIC_DEFINITIONS = {
            "FDD_seq = dyn(GT) - dyn(pred); reported FDD = signed mean over sequences (> 0: prediction less "
            "dynamic than GT); fdd_abs = mean of |FDD_seq|",
     "mve": "mean over frames and all vertices of the L2 error (norm, not squared); frames pooled",
+    "closure": "bilabial closure rate and vowel-opening ratio of prediction and ground truth on the inner-lip gap, "
+               "where the dataset has phone timings (SynthTalk); see ptalker_cli/eval/closure.py",
     "lrp": "not computed: see docs/evaluation.md (needs a per-dataset lip-reading network; definition not "
            "recoverable)",
 }
@@ -299,7 +302,8 @@ def protocol_record(setup: EvalSetup, mode: str, source: dict[str, Any], conditi
     }
 
 
-def finish_result(setup: EvalSetup, rows: list[SequenceResult], protocol: dict[str, Any]) -> EvalResult:
+def finish_result(setup: EvalSetup, rows: list[SequenceResult], protocol: dict[str, Any],
+                  closure: ClosureTally | None = None) -> EvalResult:
     subjects: dict[str, dict[str, Any]] = {}
     for subj in sorted({r.subject for r in rows}):
         mine = [r for r in rows if r.subject == subj]
@@ -308,6 +312,8 @@ def finish_result(setup: EvalSetup, rows: list[SequenceResult], protocol: dict[s
     if any(r.seen for r in rows) and any(not r.seen for r in rows):
         overall["seen"] = aggregate([r for r in rows if r.seen])
         overall["unseen"] = aggregate([r for r in rows if not r.seen])
+    if closure is not None and closure.summary() is not None:
+        overall["closure"] = closure.summary()
     return EvalResult(protocol, rows, subjects, overall, tables_for(setup.kind, setup.split))
 
 
@@ -394,6 +400,7 @@ def evaluate(
     rows: list[SequenceResult] = []
     conditions: dict[str, str] = {}
     state: dict = {}
+    closure = ClosureTally(setup.root, manifest.fps, manifest.num_vertices)
     total = len(setup.names)
     for i, name in enumerate(setup.names):
         if progress:
@@ -408,6 +415,7 @@ def evaluate(
         row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
                                    seen=seen, condition=condition, prediction="model")
         rows.append(row)
+        closure.add(name, p, g)
         conditions[name] = condition
         if save_dir is not None:
             Motion(np.asarray(pred, dtype=np.float32), float(cfg.fps), manifest.topology,
@@ -429,7 +437,7 @@ def evaluate(
         unseen_rule += " (no unseen subject in this split)"
     protocol = protocol_record(setup, "model", source, conditions, unseen_rule, seen_rule, rows, extra_notes)
     protocol["conditioning"]["unseen_style"] = unseen_style
-    return finish_result(setup, rows, protocol)
+    return finish_result(setup, rows, protocol, closure)
 
 
 def _check_model_fits(model, setup: EvalSetup, unseen_style: str, unseen_subjects: list[str]) -> None:

@@ -196,6 +196,31 @@ def results_table(result: EvalResult):
     return t
 
 
+def closure_table(result: EvalResult):
+    """Bilabial closure of prediction and ground truth (ptalker_cli/eval/closure.py), or None without phones."""
+    from rich.table import Table
+
+    c = result.overall.get("closure")
+    if not c:
+        return None
+    unit = result.protocol["dataset"]["units"]
+    t = Table(title="lip closure on p b m (inner-lip gap; phones from the dataset)", title_justify="left")
+    for col, justify in (("", "left"), ("prediction", "right"), ("ground truth", "right"), ("unit", "left")):
+        t.add_column(col, justify=justify)
+
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f} %"
+
+    p, g = c["pred"], c["gt"]
+    t.add_row("bilabials closed ↑", f"{pct(p['closure_rate'])} ({p['closed']}/{p['bilabials']})",
+              f"{pct(g['closure_rate'])} ({g['closed']}/{g['bilabials']})", "")
+    t.add_row("vowel-opening ratio ↑", _fmt(p["vowel_opening_ratio"]), _fmt(g["vowel_opening_ratio"]),
+              "vowel gap / bilabial gap")
+    t.add_row("mean gap on vowels", _fmt(p["vowel_gap"]), _fmt(g["vowel_gap"]), unit)
+    t.add_row("mean gap at bilabial middles", _fmt(p["bilabial_gap"]), _fmt(g["bilabial_gap"]), unit)
+    return t
+
+
 def subjects_table(result: EvalResult):
     from rich.table import Table
 
@@ -250,6 +275,9 @@ def paper_tables(result: EvalResult):
 def print_report(result: EvalResult, console, *, sequences: bool = False) -> None:
     console.print(protocol_panel(result))
     console.print(results_table(result))
+    closure = closure_table(result)
+    if closure is not None:
+        console.print(closure)
     console.print(subjects_table(result))
     if sequences:
         console.print(sequences_table(result))

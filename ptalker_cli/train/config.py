@@ -97,6 +97,7 @@ class TrainConfig:
     style_pretrain_batch: int = 8  # crops per step
     style_pretrain_seconds: float = 3.0  # crop length
     freeze: tuple[str, ...] = ()  # PTalker sub-modules kept frozen for the whole run, e.g. ("audio_style",)
+    init: str = ""  # model folder to start from (fine-tuning; its config wins over preset and model.*)
     # --- validation, checkpoints, logs -----------------------------------------
     val_every: int = 1  # epochs between validations
     select_metric: str = "objective"  # validation value that picks the best model: objective | rec | lve

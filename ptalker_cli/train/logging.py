@@ -159,7 +159,7 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str,
 
 
 # ----------------------------------------------------------------------- console
-SHOWN = ("total", "rec", "mouth", "vel", "adv", "club", "speaker_id")
+SHOWN = ("total", "rec", "mouth", "vel", "lip_closure", "adv", "club", "speaker_id")
 
 
 class TrainProgress:

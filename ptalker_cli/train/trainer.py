@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..config import LossConfig
 from ..errors import ConfigError
 from ..model.folder import WEIGHTS_FILE
+from ..model.losses import INNER_LIP_PAIRS
 from ..model.network import PTalker, build_model
 from ..zoo.hub import load_pretrained_speech_model
 from . import checkpoint as ckpt
@@ -162,10 +163,20 @@ class Trainer:
             model = PTalker.from_pretrained(self.checkpoint_dir)
         elif self._init_model is not None:
             model = self._init_model
+        elif cfg.init:
+            if not (Path(cfg.init) / WEIGHTS_FILE).is_file():
+                raise ConfigError(f"init: {cfg.init} is not a model folder (no {WEIGHTS_FILE})")
+            model = PTalker.from_pretrained(cfg.init)
+            if (model.config.num_vertices, list(model.config.train_subjects)) != (
+                    int(self.manifest.num_vertices), list(self.manifest.train_subjects)):
+                raise ConfigError(f"init: {cfg.init} animates another mesh or other training subjects than {cfg.data}")
         else:
             model_cfg = dataset_model_config(cfg, self.manifest, subjects)
             templates = np.stack([layout.load_template(s) for s in subjects]) if subjects else None
             model = build_model(model_cfg, self.data.topology, templates, speech_loader=load_pretrained_speech_model)
+        if self.loss_cfg.lip_closure and model.topology.name not in INNER_LIP_PAIRS:
+            raise ConfigError(f"loss.lip_closure needs the inner lips of the mesh; known for "
+                              f"{', '.join(INNER_LIP_PAIRS)}, not '{model.topology.name}' (set loss.lip_closure=0)")
         self.model = model.to(self.device).train()
         if self.info.enabled and self.model.graph_encoder is not None:
             # Under torchrun the fused CPU kernel of the graph encoder (used for no-grad
