@@ -113,7 +113,8 @@ def main() -> None:
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, torch threads {args.threads}")
     fest = festival(animator, args.voices)
     print(f"\nFestival speech, {len(SENTENCES)} bilabial-rich sentences not in SynthTalk, default voice settings")
-    print(f"{'voice':>8} {'bilabials closed':>22} {'vowel-opening ratio':>20} {'vowel gap cm':>13} {'p/b/m gap cm':>13}")
+    print(f"{'voice':>8} {'bilabials closed':>22} {'vowel-opening ratio':>20} {'vowel gap cm':>13} "
+          f"{'p/b/m gap cm':>13}")
     for key, s in list(fest.items()) + [("overall", pooled(fest.values()))]:
         print(f"{key:>8} {_pct(s):>22} {_ratio(s):>20} {s.vowel_gap or float('nan'):13.3f} "
               f"{s.bilabial_gap or float('nan'):13.3f}")
