@@ -84,6 +84,15 @@ def _shard_and_device(shard_arg: str | None, device: str):
     return shard, device
 
 
+def _report_path(report: Path | None, shard, plan) -> Path | None:
+    """``--report``, or for a sharded run without it ``report.json`` in the -o folder."""
+    if shard is None or report is not None:
+        return report
+    if plan.output is None or not (plan.folder or plan.many):
+        raise PtalkerError("a sharded run writes its report with --report REPORT.json (or -o FOLDER/)")
+    return plan.output / "report.json"
+
+
 def _write_report(report: Path, shard, inputs: list[Path], results: list) -> None:
     from ..export.shards import write_json, write_shard_report
 
@@ -172,11 +181,7 @@ def animate(
     arkit = ArkitOutputs.from_options(rig, blendshapes, bs_regularization, bs_smoothness, livelink, osc, realtime)
     arkit.check_output(output, fmt, many)  # before inference
     shard, device = _shard_and_device(shard_arg, device)
-    todo = shard_inputs(audio, shard)
-    if shard is not None and report is None:
-        if output is None or not (plan.folder or many):
-            raise PtalkerError("a sharded run writes its report with --report REPORT.json (or -o FOLDER/)")
-        report = output / "report.json"
+    todo, report = shard_inputs(audio, shard), _report_path(report, shard, plan)
     animator = Animator(load_model(model, device))
     animator.set_chunk_seconds(chunk_seconds)
     styling = dict(subject=subject, style=style, style_from=style_from, style_strength=style_strength,
