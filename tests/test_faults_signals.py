@@ -184,6 +184,46 @@ def test_render_mp4_interrupted(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npy", "tmpdir"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_interrupted_with_a_client_streaming(tmp_path, sig):
+    """``ptalker serve`` stopped while a client is mid-stream: one line, 130 / 143, the client sees a close."""
+    import asyncio
+
+    import websockets
+
+    proc = subprocess.Popen([sys.executable, "-m", "ptalker_cli", "serve", "--port", "0", "-m", "tiny"],
+                            env=_env(tmp_path), cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    line = proc.stdout.readline()
+    assert "listening on ws://" in line, line + proc.stderr.read()
+    url = line.strip().rsplit(" ", 1)[-1]
+    pcm = (0.1 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 220)).astype("<f4").tobytes()
+
+    async def client() -> tuple[int, int | None]:
+        frames = 0
+        async with websockets.connect(url) as ws:
+            await ws.send(pcm)  # one second of audio and no end: the stream stays open
+            while frames < 3:
+                if isinstance(await ws.recv(), bytes):
+                    frames += 1
+            proc.send_signal(sig)
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 60)
+            except websockets.ConnectionClosed:
+                pass
+            return frames, ws.close_code
+
+    frames, code = asyncio.run(client())
+    assert frames == 3 and code is not None
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == CODES[sig], err
+    assert "Traceback" not in err, err
+    lines = stderr_lines(err)
+    assert lines[-1] == "error: interrupted; server stopped", lines
+    assert len(lines) <= 2, lines  # at most the connection's own log line before it
+
+
 # ----------------------------------------------------------------------------- training
 
 

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from .. import interrupts
 from ..config import DEFAULT_MODEL
 
 
@@ -41,4 +42,5 @@ def serve(
     def ready(bound: int) -> None:
         print(f"ptalker serve: model {animator.config.name}, listening on ws://{host}:{bound}/", flush=True)
 
+    interrupts.set_note("server stopped")  # SIGINT / SIGTERM: one line, exit 130 / 143 (docs/streaming.md)
     run_server(partial(animator.stream, settings=settings), host, port, animator.config.fps, workers, log, ready)
