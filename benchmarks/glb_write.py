@@ -30,24 +30,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ptalker_cli.audio import load_audio  # noqa: E402
+from speech_tracks import long_track  # noqa: E402
+
 from ptalker_cli.export import write_motion  # noqa: E402
 from ptalker_cli.export.glb import GlbOptions, read_glb  # noqa: E402
 from ptalker_cli.inference import DEFAULT_MODEL, Animator, load_model  # noqa: E402
 
 LAYOUTS = {"compact": GlbOptions(), "quantized": GlbOptions(quantize=True), "per-frame": GlbOptions(motion="per-frame")}
-
-
-def long_track(seconds: float, sr: int = 16000) -> np.ndarray:
-    clips = [load_audio(ROOT / "examples" / "speech.wav", sr)]
-    clips += [load_audio(p, sr) for p in sorted((ROOT / "tests" / "data" / "arctic").glob("*.wav"))]
-    gap = np.zeros(int(0.4 * sr), np.float32)
-    parts, total, k = [], 0, 0
-    while total < seconds * sr:
-        parts += [clips[k % len(clips)], gap]
-        total += len(clips[k % len(clips)]) + len(gap)
-        k += 1
-    return np.concatenate(parts)[: int(seconds * sr)]
 
 
 def best(fn, repeats: int):

@@ -27,25 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ptalker_cli.audio import load_audio  # noqa: E402
-
-
-def long_track(seconds: float, sr: int = 16000) -> np.ndarray:
-    clips = [load_audio(ROOT / "examples" / "speech.wav", sr)]
-    clips += [load_audio(p, sr) for p in sorted((ROOT / "tests" / "data" / "arctic").glob("*.wav"))]
-    gap = np.zeros(int(0.4 * sr), np.float32)
-    parts, total, k = [], 0, 0
-    while total < seconds * sr:
-        parts += [clips[k % len(clips)], gap]
-        total += len(clips[k % len(clips)]) + len(gap)
-        k += 1
-    return np.concatenate(parts)[: int(seconds * sr)]
+from speech_tracks import long_track  # noqa: E402
 
 
 def measure(cmd: list[str]) -> dict:
