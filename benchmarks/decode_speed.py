@@ -2,7 +2,7 @@
 
 Usage:  python benchmarks/decode_speed.py [--device cpu|cuda] [--seconds 5 10 20 60]
                                           [--speech-encoders tiny|large] [--threads N]
-                                          [--chunk-seconds W [--chunk-context C]] [--stages all|hidden|encode]
+                                          [--chunk-seconds W [--chunk-context C]] [--stages all|blocks|hidden|encode]
 
 The model is the ``biwi`` preset (23,370 vertices, d = 128, 6-layer decoder, GAT
 encoder, both motion encoders, one refinement pass) with random weights. The speech
@@ -13,7 +13,9 @@ wav2vec2-large architectures from their configs (random weights, same compute).
 
 Long audio goes through the speech encoders in windows (model/speech_chunks.py): by default
 each kind's default window; ``--chunk-seconds 0`` encodes the whole audio at once (full context).
-``--stages``: ``all`` (default) runs everything up to the (T, V, 3) vertices; ``hidden`` runs the
+``--stages``: ``all`` (default) runs everything up to the (T, V, 3) vertices; ``blocks`` makes the same
+vertices block by block and drops each block (what ``animate`` holds when it writes .npy / OBJ / PLY /
+MP4 as the frames are made); ``hidden`` runs the
 speech encoders and the decoder to its (T, d) hidden states without the output head (what holds
 the whole vertex output is measured without it): all passes where ``decoding.decode_hidden``
 exists (it decodes the refinement pass's motion in blocks), else the first pass only; ``encode`` only the
@@ -79,7 +81,7 @@ def main() -> None:
     ap.add_argument("--chunk-seconds", type=float, default=None,
                     help="speech encoder window (default: each kind's; 0 = full context)")
     ap.add_argument("--chunk-context", type=float, default=None, help="context each side (default: window / 5)")
-    ap.add_argument("--stages", choices=["all", "hidden", "encode"], default="all")
+    ap.add_argument("--stages", choices=["all", "blocks", "hidden", "encode"], default="all")
     args = ap.parse_args()
     chunking = chunking_from_options(args.chunk_seconds, args.chunk_context)
     if args.threads:
@@ -129,6 +131,13 @@ def main() -> None:
                 a = feats["audio_content"]
                 cond = _condition(model, spec, feats["s_a"], 1, a)
                 return autoregressive_pass(model, cond.expand(1, a.shape[1] // model.k, -1), a, True)
+        if args.stages == "blocks":  # as `animate -o out.npy` runs it: the vertices made and dropped block by block
+            from ptalker_cli.model.vertex_blocks import decode_blocks
+
+            n, blocks = decode_blocks(model, feats, tmpl, spec)
+            for block in blocks:
+                del block
+            return torch.empty(1, n, 0)
         return model.decode_motion(feats, tmpl, spec)
 
     decode_hidden = getattr(decoding, "decode_hidden", None)
