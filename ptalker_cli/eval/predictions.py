@@ -14,17 +14,7 @@ import numpy as np
 
 from ..errors import PtalkerError
 from . import metrics as M
-from .closure import ClosureTally
-from .protocol import (
-    EvalResult,
-    ProgressFn,
-    SequenceResult,
-    finish_result,
-    load_setup,
-    protocol_record,
-    render_comparison,
-    score_sequence,
-)
+from .protocol import EvalResult, ProgressFn, finish_result, load_setup, protocol_record, score_split
 
 _COND = "_condition_"
 
@@ -111,34 +101,17 @@ def evaluate_predictions(
         raise PtalkerError(
             f"no prediction in {pred_dir} for {len(missing)} of {len(setup.names)} sequence(s) of split "
             f"'{setup.split}': {shown}; expected <sequence>.npy (or <sequence>_condition_<subject>.npy)")
-    rows: list[SequenceResult] = []
-    conditions: dict[str, str] = {}
-    notes: list[str] = []
-    state: dict = {}
-    closure = ClosureTally(setup.root, manifest.fps, manifest.num_vertices)
-    total = len(setup.names)
-    for i, name in enumerate(setup.names):
-        if progress:
-            progress(i, total, name)
-        subject = setup.dataset.subjects[i]
+    def predict(name: str, subject: str) -> tuple[np.ndarray, str, str]:
         paths, condition = chosen[name]
         preds = [_load_prediction(p, manifest.num_vertices) for p in paths]
         if len({p.shape[0] for p in preds}) > 1:
             n = min(p.shape[0] for p in preds)
             preds = [p[:n] for p in preds]
         pred = preds[0] if len(preds) == 1 else np.mean(np.stack(preds), axis=0)
-        template = setup.dataset.template(subject)
-        gt = setup.dataset.vertices(name)
-        row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
-                                   seen=subject in train, condition=condition,
-                                   prediction=", ".join(x.name for x in paths))
-        rows.append(row)
-        closure.add(name, p, g)
-        conditions[name] = condition
-        render_comparison(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup,
-                setup.dataset.layout.wav_path(name), notes, state)
-    if progress:
-        progress(total, total, "")
+        return pred, condition, ", ".join(x.name for x in paths)
+
+    notes: list[str] = []
+    rows, conditions, closure = score_split(setup, predict, train, videos_dir, notes, progress)
     used = {Path(x) for paths, _ in chosen.values() for x in paths}
     unused = sorted(p.name for p in pred_dir.glob("*.npy") if p not in used)
     if unused:

@@ -347,6 +347,40 @@ def render_comparison(videos_dir: Path | None, name: str, pred: np.ndarray, gt: 
 # --------------------------------------------------------------------------- model mode
 
 
+def score_split(setup: EvalSetup, predict: Callable[[str, str], tuple[np.ndarray, str, str]], train,
+                videos_dir: str | Path | None, notes: list[str],
+                progress: ProgressFn | None = None) -> tuple[list[SequenceResult], dict[str, str], ClosureTally]:
+    """The loop of both eval modes: each sequence of the split in order, predicted and scored.
+
+    ``predict(name, subject)`` gives ``(prediction (T, V, 3), condition, what the prediction is)``;
+    it is scored against the ground truth (:func:`score_sequence`, seen = ``subject in train``),
+    added to the closure tally and, with ``videos_dir``, rendered beside it. Returns the rows, each
+    sequence's condition and the closure tally.
+    """
+    manifest = setup.dataset.manifest
+    rows: list[SequenceResult] = []
+    conditions: dict[str, str] = {}
+    state: dict = {}
+    closure = ClosureTally(setup.root, manifest.fps, manifest.num_vertices)
+    total = len(setup.names)
+    for i, name in enumerate(setup.names):
+        if progress:
+            progress(i, total, name)
+        subject = setup.dataset.subjects[i]
+        pred, condition, label = predict(name, subject)
+        row, p, g = score_sequence(name, subject, pred, setup.dataset.vertices(name), setup.dataset.template(subject),
+                                   setup.lip, setup.upper, seen=subject in train, condition=condition,
+                                   prediction=label)
+        rows.append(row)
+        closure.add(name, p, g)
+        conditions[name] = condition
+        render_comparison(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup,
+                          setup.dataset.layout.wav_path(name), notes, state)
+    if progress:
+        progress(total, total, "")
+    return rows, conditions, closure
+
+
 def evaluate(
     model,
     dataset_root: str | Path,
@@ -391,39 +425,23 @@ def evaluate(
     train = list(cfg.train_subjects)
     unseen_subjects = sorted({s for s in setup.dataset.subjects if s not in train})
     _check_model_fits(model, setup, unseen_style, unseen_subjects)
-    layout = setup.dataset.layout
     extra_notes: list[str] = []
     if list(manifest.train_subjects) != train and set(manifest.train_subjects) & set(train):
         extra_notes.append(f"the dataset's train_subjects order {list(manifest.train_subjects)} differs from "
                            f"the model's {train}; identities are matched by name")
     save_dir = Path(save_predictions) if save_predictions is not None else None
-    rows: list[SequenceResult] = []
-    conditions: dict[str, str] = {}
-    state: dict = {}
-    closure = ClosureTally(setup.root, manifest.fps, manifest.num_vertices)
-    total = len(setup.names)
-    for i, name in enumerate(setup.names):
-        if progress:
-            progress(i, total, name)
-        subject = setup.dataset.subjects[i]
-        template = setup.dataset.template(subject)
-        tmpl_topo = model.topology.with_vertices(template)
-        wav = layout.wav_path(name)
+
+    def predict(name: str, subject: str) -> tuple[np.ndarray, str, str]:
+        tmpl_topo = model.topology.with_vertices(setup.dataset.template(subject))
         seen = subject in train
-        pred, condition = _predict(animator, wav, subject if seen else None, unseen_style, train, tmpl_topo)
-        gt = setup.dataset.vertices(name)
-        row, p, g = score_sequence(name, subject, pred, gt, template, setup.lip, setup.upper,
-                                   seen=seen, condition=condition, prediction="model")
-        rows.append(row)
-        closure.add(name, p, g)
-        conditions[name] = condition
+        pred, condition = _predict(animator, setup.dataset.layout.wav_path(name), subject if seen else None,
+                                   unseen_style, train, tmpl_topo)
         if save_dir is not None:
             Motion(np.asarray(pred, dtype=np.float32), float(cfg.fps), manifest.topology,
                    {"subject": subject, "condition": condition, "model": cfg.name}).save(save_dir / f"{name}.npy")
-        render_comparison(Path(videos_dir) if videos_dir else None, name, p, g, manifest.fps, setup, wav, extra_notes,
-                          state)
-    if progress:
-        progress(total, total, "")
+        return pred, condition, "model"
+
+    rows, conditions, closure = score_split(setup, predict, train, videos_dir, extra_notes, progress)
     source = {
         "model": spec or cfg.name, "model_name": cfg.name, "train_subjects": train,
         "template_subjects": list(cfg.template_subjects), "fps": cfg.fps,
