@@ -86,3 +86,22 @@ def _quiet_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         yield
+
+
+def eval_cli(monkeypatch, tiny):
+    """``ptalker eval ARGS`` through CliRunner, with every model spec loading ``tiny``."""
+    import typer
+    from typer.testing import CliRunner
+
+    import ptalker_cli.inference as inference
+    from ptalker_cli.cli.eval_cmd import eval_command
+
+    monkeypatch.setattr(inference, "load_model", lambda spec, device="auto": tiny)
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    return lambda *args: CliRunner().invoke(app, ["eval", *args])

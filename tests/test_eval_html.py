@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
-from typer.testing import CliRunner
+from conftest import eval_cli
 
 from ptalker_cli.data.layout import DatasetLayout, Manifest, SplitRule
 from ptalker_cli.data.testing import make_fake_dataset
@@ -32,21 +31,6 @@ def dataset(tmp_path_factory) -> Path:
     m.splits["mixed"] = SplitRule.from_json(["S1_s02", "S2_s01", "U1_s01", "X9_s02"])
     m.save(root)
     return root
-
-
-def eval_cli(monkeypatch, tiny):
-    import ptalker_cli.inference as inference
-    from ptalker_cli.cli.eval_cmd import eval_command
-
-    monkeypatch.setattr(inference, "load_model", lambda spec, device="auto": tiny)
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    return lambda *args: CliRunner().invoke(app, ["eval", *args])
 
 
 @pytest.fixture(scope="module")

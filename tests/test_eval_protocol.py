@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
-from typer.testing import CliRunner
+from conftest import eval_cli
 
 from ptalker_cli.data._common import shipped_region
 from ptalker_cli.data.layout import DatasetLayout, Manifest, SplitRule
@@ -251,18 +250,7 @@ def test_paper_tables_data():
 
 @pytest.fixture
 def cli(monkeypatch, tiny):
-    import ptalker_cli.inference as inference
-    from ptalker_cli.cli.eval_cmd import eval_command
-
-    monkeypatch.setattr(inference, "load_model", lambda spec, device="auto": tiny)
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    return lambda *args: CliRunner().invoke(app, ["eval", *args])
+    return eval_cli(monkeypatch, tiny)
 
 
 def test_cli_model_and_pred_modes(cli, dataset, tmp_path):
