@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from system import stderr_lines
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
@@ -256,3 +257,20 @@ def test_a_vanished_client_is_dropped_with_a_log_line(server, animator, speech):
     assert len(lines) == before + 1 and "closed by client" in lines[-1] and "done" not in lines[-1], lines[before:]
     _, frames, texts = asyncio.run(_client(url, speech[1][:8000]))
     assert texts[-1]["type"] == "done" and len(frames) == texts[-1]["frames"] > 0
+
+
+@pytest.mark.parametrize("port, expected", [("99999", "port must be between 0 and 65535"),
+                                            ("taken", "address already in use")])
+def test_serve_on_a_bad_or_taken_port_is_one_line(tmp_path, port, expected):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        if port == "taken":
+            port = str(busy.getsockname()[1])
+        res = subprocess.run([sys.executable, "-m", "ptalker_cli", "serve", "--port", port, "-m", "tiny"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode != 0
+    lines = stderr_lines(res.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.stderr

@@ -251,14 +251,20 @@ async def serve_async(server: StreamServer, host: str, port: int, ready: Callabl
     """
     from websockets.asyncio.server import serve
 
+    if not 0 <= int(port) <= 65535:
+        raise PtalkerError(f"port must be between 0 and 65535 (0: any free port); got {port}")
     # no permessage-deflate: float32 vertices barely compress, and zlib on 170 kB per frame costs
     # more CPU than the model's frame
-    async with serve(server.handler, host, port, max_size=MAX_MESSAGE, ping_interval=ping_interval,
-                     ping_timeout=ping_interval, compression=None) as ws_server:
-        bound = ws_server.sockets[0].getsockname()[1]
-        if ready is not None:
-            ready(bound)
-        await (stop.wait() if stop is not None else asyncio.Future())
+    try:
+        async with serve(server.handler, host, port, max_size=MAX_MESSAGE, ping_interval=ping_interval,
+                         ping_timeout=ping_interval, compression=None) as ws_server:
+            bound = ws_server.sockets[0].getsockname()[1]
+            if ready is not None:
+                ready(bound)
+            await (stop.wait() if stop is not None else asyncio.Future())
+    except OSError as exc:  # the address is taken, not this machine's, or the host name does not resolve
+        raise PtalkerError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}; "
+                           "choose another --port or --host") from None
 
 
 def run_server(open_stream: OpenStream, host: str, port: int, fps: float, workers: int = 2,
