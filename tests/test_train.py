@@ -416,3 +416,35 @@ def test_cli_print_config_and_animate_from_run(dataset, tmp_path, wav_file, one_
                                    "--subject", "A", "--quiet"])
     assert res.exit_code == 0, res.output
     assert np.load(out).shape[1:] == (192, 3)
+
+
+def test_autoregressive_rollout_feeds_the_inference_engines_frames(dataset, tmp_path, one_thread):
+    """ss_rollout = "autoregressive": at p = 0 the fed-back frames are exactly what generate() decodes
+    (free-running, refinement passes included), not a teacher-forced pass's prediction."""
+    from ptalker_cli.model.decoding import StyleSpec
+
+    t = _trainer(_cfg(dataset, tmp_path / "run", ss_rollout="autoregressive",
+                      model={"dropout": 0.0, "motion_dropout": 0.0, "identity_dropout": 0.0}))
+    with torch.no_grad():
+        t.model.vertice_decoder.weight.normal_(0, 0.05)
+    t.model.train()
+    b = t._to_device(next(iter(t.train_loader)))
+    assert t.sampled_inputs(b, 1.0) is None
+    free = t.sampled_inputs(b, 0.0)
+    assert t.model.training  # the rollout ran in eval mode and put training back
+    ref = t.model.eval().generate(b["audio"], b["template"], StyleSpec(t.model.one_hot(b["subject_index"])),
+                           audio_lengths=b["audio_lengths"])
+    n = min(ref.shape[1], free.shape[1])
+    assert n > 1 and torch.allclose(free[:, :n], ref[:, :n], atol=1e-6)
+    with torch.no_grad():
+        teacher = t.model.eval()(b["audio"], b["vertices"], b["template"], b["subject_index"], b["audio_lengths"],
+                                 b["frame_mask"]).vertices
+    assert not torch.allclose(free[:, :n], teacher[:, :n], atol=1e-4)  # a different thing from ss_rollout="teacher"
+    out = t.model.train()(b["audio"], b["vertices"], b["template"], b["subject_index"], b["audio_lengths"],
+                          b["frame_mask"], inputs=free)
+    out.vertices.sum().backward()  # inference tensors would refuse this
+
+
+def test_ss_rollout_is_checked():
+    with pytest.raises(ConfigError, match="ss_rollout"):
+        TrainConfig(data="d", ss_rollout="beam").validate()

@@ -91,13 +91,16 @@ class TrainConfig:
     ss_end_epoch: float = 100.0  # ... and exactly 0 (free-running inputs) from here on
     ss_k: float = 5.0  # steepness of the inverse-sigmoid schedule
     ss_passes: int = 1  # no-grad passes that produce the fed-back frames (more = closer to autoregressive)
+    # where the model's own frames come from: "teacher" (ss_passes teacher-forced passes) | "autoregressive"
+    # (the inference engine's free-running decode, refinement passes included: what eval and animate see)
+    ss_rollout: str = "teacher"
     # --- speaker-ID pretraining of a from-scratch audio style encoder (train/style_pretrain.py)
     style_pretrain_steps: int = 0  # steps before the main training (0 = none; needs model.audio_style_speaker_head)
     style_pretrain_lr: float = 1e-3
     style_pretrain_batch: int = 8  # crops per step
     style_pretrain_seconds: float = 3.0  # crop length
     freeze: tuple[str, ...] = ()  # PTalker sub-modules kept frozen for the whole run, e.g. ("audio_style",)
-    init: str = ""  # model folder to start from (fine-tuning; its config wins over preset and model.*)
+    init: str = ""  # model folder to start from (fine-tuning; its config wins over the preset, model.* apply on top)
     # --- validation, checkpoints, logs -----------------------------------------
     val_every: int = 1  # epochs between validations
     select_metric: str = "objective"  # validation value that picks the best model: objective | rec | lve
@@ -145,6 +148,7 @@ class TrainConfig:
             (self.stage1_epochs >= 0, "stage1_epochs must be >= 0"),
             (self.ss_end_epoch > self.ss_start_epoch, "ss_end_epoch must be greater than ss_start_epoch"),
             (self.ss_passes >= 1 and self.ss_k > 0, "ss_passes must be >= 1 and ss_k > 0"),
+            (self.ss_rollout in ("teacher", "autoregressive"), "ss_rollout must be 'teacher' or 'autoregressive'"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
             (self.style_pretrain_steps >= 0 and self.style_pretrain_lr > 0 and self.style_pretrain_batch >= 1
              and self.style_pretrain_seconds > 0,
@@ -200,6 +204,12 @@ def dataset_model_config(cfg: TrainConfig, manifest, template_subjects: list[str
     )
     changes.update(cfg.model_overrides())
     return _replace_checked(base, changes, "model").validate()
+
+
+def init_model_config(cfg: TrainConfig, base: ModelConfig) -> ModelConfig:
+    """The config of an ``init`` model with the run's ``model.*`` values on top (e.g. a content encoder
+    restricted to a short right context, ``model.content_right_context``); its weights must still fit."""
+    return _replace_checked(base, cfg.model_overrides(), "model").validate()
 
 
 def _replace_checked(obj: Any, changes: Mapping[str, Any], where: str) -> Any:

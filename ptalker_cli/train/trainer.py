@@ -30,15 +30,16 @@ from torch import Tensor, nn
 
 from ..config import LossConfig
 from ..errors import ConfigError
-from ..model.folder import WEIGHTS_FILE
+from ..model.folder import WEIGHTS_FILE, load_weights
 from ..model.losses import INNER_LIP_PAIRS
 from ..model.network import PTalker, build_model
 from ..zoo.hub import load_pretrained_speech_model
 from . import checkpoint as ckpt
 from . import distributed as dist_util
-from .config import TrainConfig, dataset_model_config, teacher_forcing_probability
+from .config import TrainConfig, dataset_model_config, init_model_config, teacher_forcing_probability
 from .data import load_training_data, make_loaders, template_subjects
 from .logging import MetricsLogger, TrainProgress, epoch_line
+from .rollout import free_running
 from .run_folder import BEST_NAME, STYLE_PRETRAIN_NAME, SUMMARY_NAME, TRAIN_CONFIG_NAME, claim_run_folder, write_record
 from .runtime import amp_dtype, autocast, resolve_train_device, seed_everything, set_deterministic
 from .stages import CLASSIFIER_MODULES, CONTENT_MODULES, STYLE_MODULES, set_stage, stage_for_epoch, style_parameters
@@ -170,6 +171,10 @@ class Trainer:
             if (model.config.num_vertices, list(model.config.train_subjects)) != (
                     int(self.manifest.num_vertices), list(self.manifest.train_subjects)):
                 raise ConfigError(f"init: {cfg.init} animates another mesh or other training subjects than {cfg.data}")
+            if cfg.model_overrides():
+                new = PTalker(init_model_config(cfg, model.config), model.topology, model.subject_templates.numpy())
+                load_weights(new, model.state_dict(), cfg.init)
+                model = new
         else:
             model_cfg = dataset_model_config(cfg, self.manifest, subjects)
             templates = np.stack([layout.load_template(s) for s in subjects]) if subjects else None
@@ -357,14 +362,20 @@ class Trainer:
         """Scheduled sampling: fed-back frames from the model's own no-grad predictions.
 
         Each frame is the ground truth with probability ``p_tf`` and the model's
-        prediction otherwise (one Bernoulli draw per frame). With ``ss_passes = n``
-        the prediction is recomputed n times from the current mix, so for ``p_tf = 0``
-        the first n frames equal free-running (autoregressive) decoding exactly.
+        prediction otherwise (one Bernoulli draw per frame). ``ss_rollout = "teacher"``:
+        with ``ss_passes = n`` the prediction is recomputed n times from the current mix,
+        so for ``p_tf = 0`` the first n frames equal free-running decoding exactly.
+        ``ss_rollout = "autoregressive"``: the prediction is the inference engine's own
+        free-running decode (:func:`~ptalker_cli.model.decoding.generate`, dropout off,
+        the subject's one-hot style), so the model learns to correct the frames it really
+        feeds itself at inference (docs/training.md).
         """
         if p_tf >= 1.0:
             return None
         gt = b["vertices"]
         use_pred = torch.rand(gt.shape[:2], device=gt.device) >= p_tf
+        if self.cfg.ss_rollout == "autoregressive":
+            return torch.where(use_pred[..., None, None], free_running(self.model, b), gt)
         src = gt
         for _ in range(self.cfg.ss_passes):
             with self._autocast():
