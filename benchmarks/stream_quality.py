@@ -1,6 +1,6 @@
 """What streaming costs in quality: streamed vs offline ``animate`` (full context) on real speech.
 
-Usage:  python benchmarks/stream_quality.py [--lookahead 0 0.1 0.2 0.3 0.5] [--kv-window 5 20]
+Usage:  python benchmarks/stream_quality.py [--lookahead 0 0.1 0.2 0.3 0.5] [--kv-window 5 20] [--model M]
 
 For each recording (tests/data/arctic/*.wav, examples/speech.wav) and each look-ahead, the default
 model's streamed motion (``Animator.stream``, the other settings at their defaults) is compared with
@@ -52,10 +52,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lookahead", type=float, nargs="*", default=[0.0, 0.1, 0.2, 0.3, 0.5])
     ap.add_argument("--kv-window", type=float, nargs="*", default=[])
+    ap.add_argument("--model", default=None, help="model name or folder (default: the embedded default)")
     args = ap.parse_args()
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()}")
-    model = load_model()
+    model = load_model() if args.model is None else load_model(args.model)
+    reach = model.config.content_right_reach_frames
+    print(f"model {args.model or 'default'}: content encoder hears "
+          f"{'the whole recording' if reach is None else f'{reach * 0.02:.2f} s ahead'}")
     anim = Animator(model)
     lip = model.lip_index.numpy()
     waves = {p.name: load_audio(p, 16000) for p in RECORDINGS}

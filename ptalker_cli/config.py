@@ -112,11 +112,24 @@ class ModelConfig:
     # tanh so s_a does not saturate at ±1 (with a style encoder trained from scratch it did).
     audio_style_pooling: str = "max"
     audio_style_norm: bool = False
+    # Frames (50 Hz) each transformer layer of a log-mel content encoder may attend ahead; -1 = all
+    # (bidirectional). With r >= 0 a content feature depends on at most content_right_reach_frames
+    # of future audio, so a stream with that much look-ahead decodes what offline animate decodes
+    # (docs/streaming.md). Log-mel encoders only.
+    content_right_context: int = -1
 
     # ------------------------------------------------------------------ helpers
     @property
     def num_subjects(self) -> int:
         return len(self.train_subjects)
+
+    @property
+    def content_right_reach_frames(self) -> int | None:
+        """Future speech frames (50 Hz) a content feature depends on, or None (unbounded: bidirectional)."""
+        if self.content_right_context < 0:
+            return None
+        layers = int((self.audio_content.hf_config or {}).get("num_hidden_layers", 3))
+        return logmel_right_reach(layers, self.content_right_context)
 
     @property
     def audio_frames_per_motion_frame(self) -> int:
@@ -180,7 +193,22 @@ class ModelConfig:
         if self.audio_style_pooling not in AUDIO_STYLE_POOLINGS:
             raise ConfigError(f"audio_style_pooling must be one of {', '.join(AUDIO_STYLE_POOLINGS)}, not "
                               f"{self.audio_style_pooling!r}")
+        if self.content_right_context < -1:
+            raise ConfigError("content_right_context must be -1 (bidirectional) or a number of frames >= 0")
+        if self.content_right_context >= 0 and self.audio_content.kind != "logmel":
+            raise ConfigError("content_right_context needs a log-mel content encoder (audio_content.kind "
+                              f"'logmel', not '{self.audio_content.kind}'); set it to -1")
         return self
+
+
+#: kernel of the log-mel encoders' convolutional positional embedding (model/logmel.py)
+LOGMEL_POS_KERNEL = 16
+
+
+def logmel_right_reach(layers: int, right_context: int, pos_kernel: int = LOGMEL_POS_KERNEL) -> int:
+    """Future 50-Hz frames a log-mel encoder's output frame depends on: the positional convolution's
+    (kernel // 2 − 1) plus ``right_context`` per transformer layer."""
+    return pos_kernel // 2 - 1 + layers * right_context
 
 
 # ----------------------------------------------------------------------- (de)serialization
@@ -188,7 +216,8 @@ class ModelConfig:
 #: behaviour of checkpoints written before them (loading stays strict for everything else).
 _ADDED_IN_V1: dict[str, Any] = {"motion_encoder_form": "causal", "inference_form": "ptalker",
                                 "audio_style_rate_hz": 0.0, "audio_style_speaker_head": False,
-                                "audio_style_pooling": "max", "audio_style_norm": False}
+                                "audio_style_pooling": "max", "audio_style_norm": False,
+                                "content_right_context": -1}
 
 
 def _to_jsonable(obj: Any) -> Any:

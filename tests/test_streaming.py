@@ -125,3 +125,40 @@ def test_streamed_equals_offline_with_the_fused_graph_kernel():
     off = offline_windowed(m, wave, m.template.numpy(), None, SETTINGS)
     out, _ = _stream(m, wave, 1000)
     np.testing.assert_allclose(out, off, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("right_context", [1, -1])
+def test_content_encoder_with_short_right_context_needs_no_more_look_ahead(wave, right_context, monkeypatch):
+    """A content encoder restricted to a right context (model.content_right_context) hears at most its
+    reach ahead: streamed with exactly that look-ahead it decodes what it decodes hearing the whole
+    recording; a bidirectional encoder does not. (Each window's waveform is normalized on its own, the
+    one other thing a short window changes; that is switched off here, and measured on the default
+    model in docs/streaming.md.)"""
+    import torch
+
+    import ptalker_cli.model.streaming as streaming
+    from ptalker_cli.config import logmel_encoder, preset
+    from ptalker_cli.mesh import tiny_topology
+    from ptalker_cli.model.network import build_model
+
+    monkeypatch.setattr(streaming, "normalize_audio", lambda w, lengths=None: w)
+    torch.manual_seed(0)
+    # (no audio style encoder: a stream takes s_a from the audio received so far)
+    cfg = preset("tiny", audio_content=logmel_encoder(32, 2, 2), use_audio_style=False,
+                 content_right_context=right_context)
+    m = build_model(cfg, tiny_topology()).eval()
+    m.graph_encoder.backend = "torch"
+    with torch.no_grad():
+        m.vertice_decoder.weight.normal_(0, 0.05)
+    reach_s = (cfg.content_right_reach_frames or 9) * 0.02  # (bidirectional: the reach of right_context 1)
+    outs = []
+    for lookahead in (reach_s, 10.0):
+        stream = Animator(m).stream(settings=StreamSettings(lookahead_s=lookahead, left_s=10.0, hop_frames=3,
+                                                            kv_window_s=10.0, style_s=10.0))
+        outs.append(np.concatenate([stream.push(wave[i: i + 333]) for i in range(0, len(wave), 333)]
+                                   + [stream.finish()]))
+    err = float(np.abs(outs[0] - outs[1]).max())
+    if right_context >= 0:
+        assert err < 1e-5, err
+    else:
+        assert err > 1e-2, err

@@ -46,3 +46,26 @@ def test_init_starts_from_the_given_model_folder(dataset, tmp_path):
 def test_init_must_be_a_model_folder(dataset, tmp_path):
     with pytest.raises(ConfigError, match="not a model folder"):
         _trainer(dataset, tmp_path / "c", init=str(tmp_path / "nowhere"))
+
+
+def test_init_takes_model_options_that_keep_the_weights(tmp_path):
+    """model.* values apply on top of the init folder's config (here a content encoder restricted to a
+    short right context); the weights load strictly; an option that changes them is one line."""
+    from ptalker_cli.config import logmel_encoder
+    from ptalker_cli.data.testing import make_fake_dataset
+    from ptalker_cli.model.network import PTalker, build_model
+
+    torch.set_num_threads(1)
+    root = tmp_path / "ds"
+    make_fake_dataset(root, frames=16)
+    base = _trainer(root, tmp_path / "fresh").model
+    cfg = base.config.replace(audio_content=logmel_encoder(32, 2, 2))
+    model = build_model(cfg, base.topology, base.subject_templates.numpy())
+    model.save_pretrained(tmp_path / "init")
+    t = _trainer(root, tmp_path / "b", init=str(tmp_path / "init"), model={"content_right_context": 1})
+    assert t.model.config.content_right_context == 1
+    assert t.model.audio_encoder.model.encoder.right_context == 1
+    saved = PTalker.from_pretrained(tmp_path / "init").state_dict()
+    assert all(torch.equal(t.model.state_dict()[k], saved[k]) for k in saved)
+    with pytest.raises(ConfigError, match="unknown model option"):
+        _trainer(root, tmp_path / "c", init=str(tmp_path / "init"), model={"no_such_thing": 1})

@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import LOGMEL_POS_KERNEL
+
 WINDOW, HOP, N_FFT, SAMPLE_RATE = 400, 320, 512, 16000
+
+def right_context_mask(frames: int, right_context: int, device=None) -> Tensor:
+    """(S, S) bool attention mask, True = frame j is hidden from frame i (j > i + right_context)."""
+    i = torch.arange(frames, device=device)
+    return i.unsqueeze(0) > i.unsqueeze(1) + right_context
 
 
 def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE,
@@ -75,7 +82,11 @@ class LogMelProjection(nn.Module):
 
 
 class LogMelTransformer(nn.Module):
-    def __init__(self, hidden: int, layers: int, heads: int, ffn: int, dropout: float, pos_kernel: int = 16):
+    #: frames each layer may attend ahead (None = all); set from ModelConfig.content_right_context
+    right_context: int | None = None
+
+    def __init__(self, hidden: int, layers: int, heads: int, ffn: int, dropout: float,
+                 pos_kernel: int = LOGMEL_POS_KERNEL):
         super().__init__()
         groups = math.gcd(hidden, 16)
         self.pos_conv = nn.Conv1d(hidden, hidden, pos_kernel, padding=pos_kernel // 2, groups=groups)
@@ -89,7 +100,9 @@ class LogMelTransformer(nn.Module):
             hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
         pos = F.gelu(self.pos_conv(hidden.transpose(1, 2))[..., : hidden.shape[1]]).transpose(1, 2)
         pad = None if attention_mask is None else ~attention_mask.bool()
-        out = self.layers(hidden + pos, src_key_padding_mask=pad)
+        causal = None if self.right_context is None else right_context_mask(hidden.shape[1], self.right_context,
+                                                                             hidden.device)
+        out = self.layers(hidden + pos, mask=causal, src_key_padding_mask=pad)
         return (self.layer_norm(out),)
 
 

@@ -88,6 +88,8 @@ class PTalker(nn.Module):
         # E_a^c
         self.audio_encoder = SpeechEncoder(speech_models["content"], config.audio_content.freeze_feature_encoder)
         self.audio_encoder.set_motion_fps(config.fps)
+        if config.content_right_context >= 0:  # (validate() allows it for log-mel encoders only)
+            self.audio_encoder.model.encoder.right_context = config.content_right_context
         self.audio_feature_map = nn.Linear(self.audio_encoder.hidden_size, d)
         # E_a^s
         self.audio_style = None
