@@ -67,5 +67,7 @@ def test_init_takes_model_options_that_keep_the_weights(tmp_path):
     assert t.model.audio_encoder.model.encoder.right_context == 1
     saved = PTalker.from_pretrained(tmp_path / "init").state_dict()
     assert all(torch.equal(t.model.state_dict()[k], saved[k]) for k in saved)
+    with pytest.raises(ConfigError, match="another shape"):  # an option that changes the weights
+        _trainer(root, tmp_path / "d", init=str(tmp_path / "init"), model={"decoder_ffn_dim": 24})
     with pytest.raises(ConfigError, match="unknown model option"):
         _trainer(root, tmp_path / "c", init=str(tmp_path / "init"), model={"no_such_thing": 1})

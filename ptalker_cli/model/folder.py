@@ -92,7 +92,12 @@ def read_model_folder(folder: str | Path, map_location="cpu"
 
 def load_weights(model: "nn.Module", state: dict[str, "Tensor"], folder: str | Path) -> None:
     """Load ``state`` into ``model``, strictly: every tensor must match (a ConfigError names them)."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit
+        mismatched = [line.split(":")[0].strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise ConfigError(f"{Path(folder) / WEIGHTS_FILE} does not match its config: {len(mismatched)} tensors "
+                          f"of another shape (e.g. {mismatched[:3]})") from None
     if missing or unexpected:
         raise ConfigError(
             f"{Path(folder) / WEIGHTS_FILE} does not match its config: {len(missing)} missing and "
