@@ -12,7 +12,8 @@ DATA = Path(__file__).resolve().parent / "data" / "arctic"
 def test_every_file_is_recorded_with_its_sha256():
     record = (DATA / "PROVENANCE.md").read_text()
     files = sorted(p.name for p in DATA.iterdir() if p.name != "PROVENANCE.md")
-    assert files == ["LICENSE", "cmu_us_awb_arctic_a0007.wav", "cmu_us_slt_arctic_a0009.lab",
+    assert files == ["LICENSE", "cmu_us_awb_arctic_a0007.lab", "cmu_us_awb_arctic_a0007.wav",
+                     "cmu_us_slt_arctic_a0009.lab",
                      "cmu_us_slt_arctic_a0009.wav"]
     for name in files:
         digest = hashlib.sha256((DATA / name).read_bytes()).hexdigest()
@@ -34,3 +35,10 @@ def test_licence_is_the_arctic_notice_and_the_clips_are_as_described():
     assert phones[0] == phones[-1] == "sil" and len(phones) == 40
     assert all(int(a[1]) == int(b[0]) for a, b in zip(rows, rows[1:]))
     assert abs(int(rows[-1][1]) * 1e-7 - 3.095) < 0.05
+    # the awb label (forced alignment, seconds) covers its recording and holds the one /p/ of "superlative"
+    from ptalker_cli.eval.closure import read_lab
+
+    awb = read_lab(DATA / "cmu_us_awb_arctic_a0007.lab")
+    assert awb[0][0] == awb[-1][0] == "sil" and abs(awb[-1][2] - 4.0) < 0.05
+    assert all(abs(a[2] - b[1]) < 1e-9 for a, b in zip(awb, awb[1:]))
+    assert [p for p, _, _ in awb if p in ("p", "b", "m")] == ["p"]
