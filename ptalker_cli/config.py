@@ -534,6 +534,7 @@ class LossConfig:
     speaker_id: float = 0.1  # cross-entropy of the s_a speaker classifier (models with audio_style_speaker_head)
     lip_closure: float = 0.0  # inner-lip gap error where the ground truth is closed (topologies with lip pairs)
     lip_closure_threshold: float = 0.3  # closed: GT gap < this fraction of the sequence's mean GT gap
+    lip_closure_tolerance: int = 0  # a closed GT frame is matched by the best predicted frame within ± this many
     grl_alpha: float = 1.0
     info_temperature: float = 0.1
     topk_ratio: float = 0.15

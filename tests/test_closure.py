@@ -144,6 +144,30 @@ def test_lip_closure_loss_is_zero_for_the_ground_truth_and_grows_when_the_mouth_
     assert p.grad[0, 3, pairs[0][0], 1] > 0 and p.grad[0, 1].abs().sum() == 0
 
 
+def test_lip_closure_tolerance_accepts_a_closure_one_frame_early_or_late_but_not_a_smeared_one():
+    gt_gap = np.array([1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # closed at frame 3 only
+    gt, pairs = _motion(gt_gap), lip_pairs("ict")
+    late = _motion(np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]))  # the closure one frame late
+    smeared = _motion(np.array([1.0, 1.0, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0]))  # half closed over three frames
+    strict = dict(balanced=False)
+    assert float(lip_closure_loss(late, gt, pairs, **strict)) == pytest.approx(1.0)
+    assert float(lip_closure_loss(late, gt, pairs, tolerance=1, **strict)) == 0.0
+    assert float(lip_closure_loss(smeared, gt, pairs, tolerance=1, **strict)) == pytest.approx(0.5)
+    two_late = _motion(np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]))
+    assert float(lip_closure_loss(two_late, gt, pairs, tolerance=1, **strict)) == pytest.approx(1.0)
+    # a masked (invalid) frame never stands in for the closure
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    mask[0, 4] = False
+    assert float(lip_closure_loss(late, gt, pairs, mask, tolerance=1, **strict)) == pytest.approx(1.0)
+    # the gradient reaches the frame that matched
+    p = late.clone().requires_grad_(True)
+    lip_closure_loss(p, gt, pairs, tolerance=1, **strict).backward()
+    assert p.grad[0, :, pairs[0][0], 1].abs().sum() == 0  # matched exactly: nothing to push
+    p = smeared.clone().requires_grad_(True)
+    lip_closure_loss(p, gt, pairs, tolerance=1, **strict).backward()
+    assert p.grad[0, 2:5, pairs[0][0], 1].abs().sum() > 0 and p.grad[0, :2].abs().sum() == 0
+
+
 def test_lip_closure_loss_respects_the_mask_and_rejects_unknown_meshes():
     gt = _motion(np.array([0.0, 1.0, 1.0, 0.0]))
     pred = _motion(np.array([0.5, 1.0, 1.0, 0.0]))

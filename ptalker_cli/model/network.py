@@ -297,7 +297,8 @@ class PTalker(nn.Module):
         add("mouth", cfg.mouth, lambda: L.mouth_loss(out.vertices, gt, self.lip_index, mask, form=cfg.form))
         add("vel", cfg.vel, lambda: L.velocity_loss(out.vertices, gt, mask, form=cfg.form))
         add("lip_closure", cfg.lip_closure, lambda: L.lip_closure_loss(
-            out.vertices, gt, L.lip_pairs(self.topology.name), mask, threshold=cfg.lip_closure_threshold))
+            out.vertices, gt, L.lip_pairs(self.topology.name), mask, threshold=cfg.lip_closure_threshold,
+            tolerance=cfg.lip_closure_tolerance))
         if self.config.num_subjects:
             # gradient reversal is inside forward (alpha 1); scale it by grl_alpha here
             add("adv", cfg.adv, lambda: cfg.grl_alpha * sum(L.adversarial_loss(lg, subject_index)

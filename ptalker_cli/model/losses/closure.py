@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from ._common import check_mask, fp32, zero
@@ -50,7 +51,7 @@ def inner_lip_gap(vertices: Tensor, upper: int, lower: int, axis: int = 1) -> Te
 
 @fp32
 def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], mask: Optional[Tensor] = None,
-                     threshold: float = 0.3, balanced: bool = True) -> Tensor:
+                     threshold: float = 0.3, balanced: bool = True, tolerance: int = 0) -> Tensor:
     """Mean absolute inner-lip gap error over the frames where the ground truth is closed (see module doc).
 
     Args:
@@ -62,6 +63,9 @@ def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], 
             sequence's mean ground-truth gap.
         balanced: also the mean error over the open frames, averaged half and half with the closed
             frames' (see the module doc); False: the closed frames only.
+        tolerance: a closed ground-truth frame t is matched by the best predicted frame within
+            t ± ``tolerance`` (0: frame t itself): the closure must happen, give or take that many
+            frames, rather than be smeared over its neighbours.
     """
     if pred.dim() != 4 or pred.shape != gt.shape:
         raise ValueError(f"pred and gt must both be (B, T, V, 3), got {tuple(pred.shape)} and {tuple(gt.shape)}")
@@ -77,8 +81,11 @@ def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], 
     n = closed.sum()
     if n == 0:
         return zero(pred)
-    err = sum((inner_lip_gap(p, u, lo) - inner_lip_gap(g, u, lo)).abs() for u, lo in lips) / len(lips)
-    closed_term = (err * closed.float()).sum() / n.float()
+    gp = torch.stack([inner_lip_gap(p, u, lo) for u, lo in lips])  # (pairs, B, T)
+    gg = torch.stack([inner_lip_gap(g, u, lo) for u, lo in lips])
+    err = (gp - gg).abs().mean(0)
+    closed_err = err if tolerance <= 0 else _best_within(gp, gg, m, int(tolerance))
+    closed_term = torch.where(closed, closed_err, torch.zeros_like(closed_err)).sum() / n.float()
     if not balanced:
         return closed_term
     opened = m & ~closed
@@ -86,3 +93,17 @@ def lip_closure_loss(pred: Tensor, gt: Tensor, lips: Sequence[tuple[int, int]], 
     if n_open == 0:
         return closed_term
     return 0.5 * (closed_term + (err * opened.float()).sum() / n_open.float())
+
+
+def _best_within(gp: Tensor, gg: Tensor, valid: Tensor, k: int) -> Tensor:
+    """(B, T) min over d in [−k, k] of the mean-over-pairs |gp(t + d) − gg(t)|, valid frames t + d only."""
+    T = gp.shape[-1]
+    best = None
+    for d in range(-k, k + 1):
+        lo, hi = max(0, -d), min(T, T - d)  # frames t whose t + d lies inside
+        e = torch.full_like(gg[0], float("inf"))
+        if hi > lo:
+            part = (gp[..., lo + d: hi + d] - gg[..., lo:hi]).abs().mean(0)
+            e[:, lo:hi] = torch.where(valid[:, lo + d: hi + d], part, torch.full_like(part, float("inf")))
+        best = e if best is None else torch.minimum(best, e)
+    return best
