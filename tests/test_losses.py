@@ -677,7 +677,7 @@ def test_loss_config_docstring_lists_both_presets():
         field, doc_default, doc_released = line.split()
         rows[field] = (_doc_value(doc_default), _doc_value(doc_released))
     weights = [f for f in default if f not in ("orth_form", "grl_alpha", "info_temperature", "kl_eps",
-                                               "lip_closure_threshold")
+                                               "lip_closure_threshold", "lip_closure_tolerance")
                and not (f.startswith("topk_"))]
     assert sorted(rows) == sorted(weights)
     for field, values in rows.items():

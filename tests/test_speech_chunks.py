@@ -39,7 +39,7 @@ def _encoder(kind: str, layers: int = 2):
 class _NoAttention(nn.Module):
     """The log-mel transformer's layers replaced by nothing (its positional conv stays)."""
 
-    def forward(self, x, src_key_padding_mask=None):
+    def forward(self, x, mask=None, src_key_padding_mask=None):
         return x
 
 
