@@ -1,6 +1,7 @@
 """What streaming costs in quality: streamed vs offline ``animate`` (full context) on real speech.
 
 Usage:  python benchmarks/stream_quality.py [--lookahead 0 0.1 0.2 0.3 0.5] [--kv-window 5 20] [--model M]
+        [--left-context S]
 
 For each recording (tests/data/arctic/*.wav, examples/speech.wav) and each look-ahead, the default
 model's streamed motion (``Animator.stream``, the other settings at their defaults) is compared with
@@ -52,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lookahead", type=float, nargs="*", default=[0.0, 0.1, 0.2, 0.3, 0.5])
     ap.add_argument("--kv-window", type=float, nargs="*", default=[])
+    ap.add_argument("--left-context", type=float, default=StreamSettings.left_s, help="seconds of left context")
     ap.add_argument("--model", default=None, help="model name or folder (default: the embedded default)")
     args = ap.parse_args()
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
@@ -59,7 +61,8 @@ def main() -> None:
     model = load_model() if args.model is None else load_model(args.model)
     reach = model.config.content_right_reach_frames
     print(f"model {args.model or 'default'}: content encoder hears "
-          f"{'the whole recording' if reach is None else f'{reach * 0.02:.2f} s ahead'}")
+          f"{'the whole recording' if reach is None else f'{reach * 0.02:.2f} s ahead'}; left context "
+          f"{args.left_context:g} s")
     anim = Animator(model)
     lip = model.lip_index.numpy()
     waves = {p.name: load_audio(p, 16000) for p in RECORDINGS}
@@ -69,7 +72,7 @@ def main() -> None:
         rows = []
         for name, w in waves.items():
             t0 = time.perf_counter()
-            r = compare(offline[name], streamed(anim, w, StreamSettings(lookahead_s=la)), lip)
+            r = compare(offline[name], streamed(anim, w, StreamSettings(lookahead_s=la, left_s=args.left_context)), lip)
             rows.append(r)
             print(f"{la:>10.2f} {name:<30} {len(offline[name]):>6} {r['mouth_r']:>8.3f} {r['lve_mm2']:>8.3f} "
                   f"{r['mve_mm']:>7.3f}  ({time.perf_counter() - t0:.1f} s)")

@@ -14,11 +14,12 @@ error |g − ĝ| is averaged over three vertical inner-lip pairs (Multi-PIE land
 62/66, 63/65: the midline and either side of it), so that the lips close as a line, not at
 one vertex pair. The open frames' mean error is the other half (``balanced``, the default):
 with the closed frames alone, a model that cannot time every closure learns to keep the whole
-mouth nearly shut (measured: after 100 fine-tuning steps at weight 10 the mean vowel gap on
-Festival speech fell from 1.30 to 0.46 cm); with both halves the closed frames (the fewer)
-still weigh more per frame and the vowels kept their opening, but in the one run made so far
-(with scheduled sampling) the closures did not improve (docs/training.md). Switched on by
-``LossConfig.lip_closure`` (weight, default 0); ``lip_closure_threshold`` is the fraction.
+mouth nearly shut (measured: the mean vowel gap on Festival speech fell from 1.30 to 0.46 cm);
+with both halves the closed frames (the fewer) still weigh more per frame and the vowels keep
+their opening. ``tolerance`` = k matches each closed ground-truth frame with the best predicted
+frame within ±k. Switched on by ``LossConfig.lip_closure`` (weight, default 0),
+``lip_closure_threshold`` (the fraction) and ``lip_closure_tolerance``; the shipped default was
+fine-tuned with weight 400 and tolerance 1 on its own free-running frames (docs/training.md).
 """
 
 from __future__ import annotations
