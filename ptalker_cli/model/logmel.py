@@ -28,6 +28,7 @@ from ..config import LOGMEL_POS_KERNEL
 
 WINDOW, HOP, N_FFT, SAMPLE_RATE = 400, 320, 512, 16000
 
+
 def right_context_mask(frames: int, right_context: int, device=None) -> Tensor:
     """(S, S) bool attention mask, True = frame j is hidden from frame i (j > i + right_context)."""
     i = torch.arange(frames, device=device)

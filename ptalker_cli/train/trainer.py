@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..config import LossConfig
 from ..errors import ConfigError
-from ..model.folder import WEIGHTS_FILE, load_weights
+from ..model.folder import WEIGHTS_FILE, load_weights, read_model_folder
 from ..model.losses import INNER_LIP_PAIRS
 from ..model.network import PTalker, build_model
 from ..zoo.hub import load_pretrained_speech_model
@@ -167,14 +167,12 @@ class Trainer:
         elif cfg.init:
             if not (Path(cfg.init) / WEIGHTS_FILE).is_file():
                 raise ConfigError(f"init: {cfg.init} is not a model folder (no {WEIGHTS_FILE})")
-            model = PTalker.from_pretrained(cfg.init)
-            if (model.config.num_vertices, list(model.config.train_subjects)) != (
+            config, topology, templates, state = read_model_folder(cfg.init)
+            if (config.num_vertices, list(config.train_subjects)) != (
                     int(self.manifest.num_vertices), list(self.manifest.train_subjects)):
                 raise ConfigError(f"init: {cfg.init} animates another mesh or other training subjects than {cfg.data}")
-            if cfg.model_overrides():
-                new = PTalker(init_model_config(cfg, model.config), model.topology, model.subject_templates.numpy())
-                load_weights(new, model.state_dict(), cfg.init)
-                model = new
+            model = PTalker(init_model_config(cfg, config), topology, templates)  # model.* on top
+            load_weights(model, state, cfg.init)
         else:
             model_cfg = dataset_model_config(cfg, self.manifest, subjects)
             templates = np.stack([layout.load_template(s) for s in subjects]) if subjects else None
@@ -367,8 +365,8 @@ class Trainer:
         so for ``p_tf = 0`` the first n frames equal free-running decoding exactly.
         ``ss_rollout = "autoregressive"``: the prediction is the inference engine's own
         free-running decode (:func:`~ptalker_cli.model.decoding.generate`, dropout off,
-        the subject's one-hot style), so the model learns to correct the frames it really
-        feeds itself at inference (docs/training.md).
+        the subject's one-hot style), so the losses see the frames it really feeds itself
+        at inference (docs/training.md).
         """
         if p_tf >= 1.0:
             return None
