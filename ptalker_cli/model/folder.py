@@ -95,7 +95,8 @@ def load_weights(model: "nn.Module", state: dict[str, "Tensor"], folder: str | P
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes that do not fit
-        mismatched = [line.split(":")[0].strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        mismatched = [line.split("size mismatch for", 1)[1].split(":")[0].strip()
+                      for line in str(exc).splitlines() if "size mismatch for" in line]
         raise ConfigError(f"{Path(folder) / WEIGHTS_FILE} does not match its config: {len(mismatched)} tensors "
                           f"of another shape (e.g. {mismatched[:3]})") from None
     if missing or unexpected:
