@@ -252,6 +252,34 @@ def test_generated_sequences_close_on_bilabials_and_rest_in_silence(corpus):
     assert n_bilabials >= 8  # "birch smooth planks", "blue background" x 2 speakers
 
 
+def test_first_sentence_speaks_later_text_with_the_same_ids_and_files(corpus, tmp_path):
+    """A corpus from sentence 2 on holds exactly the sequences a corpus from 1 made for sentence 2."""
+    engine, root, _ = corpus
+    out = tmp_path / "later"
+    summary = generate_corpus(out, workers=1, tts=engine, speakers=2, sentences=1, fps=25.0, seed=4,
+                              first_sentence=2)
+    m = Manifest.load(out)
+    assert m.source["synth"]["sentences"] == {"s002": "Glue the sheet to the dark blue background."}
+    layout = DatasetLayout(out)
+    assert layout.resolve_split("train", m) == ["spk01_s002"]
+    assert layout.resolve_split("adapt-unseen", m) == ["spk02_s002"]
+    assert summary.sequences == 2 and check_dataset(out).ok
+    for name in ("spk01_s002", "spk02_s002"):
+        for rel in (f"vertices_npy/{name}.npy", f"wav/{name}.wav"):
+            assert (out / rel).read_bytes() == (root / rel).read_bytes(), rel
+    assert not (out / "vertices_npy" / "spk01_s001.npy").exists()
+
+
+def test_first_sentence_is_validated(tmp_path):
+    from ptalker_cli.data.layout import DatasetError
+
+    with pytest.raises(DatasetError, match="--first-sentence must be between 1 and 720"):
+        generate_corpus(tmp_path / "a", speakers=1, sentences=1, first_sentence=721, tts="espeak")
+    with pytest.raises(DatasetError, match="--sentences must be between 1 and 11 .*from number 710"):
+        generate_corpus(tmp_path / "b", speakers=1, sentences=12, first_sentence=710, tts="espeak")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_same_seed_gives_identical_files_and_the_cli_works(corpus, tmp_path):
     import typer
     from typer.testing import CliRunner

@@ -17,7 +17,11 @@ from rich.table import Table
 def synth(
     out_dir: Path = typer.Argument(..., help="Output dataset folder (standard layout)."),
     speakers: int = typer.Option(10, "--speakers", "-n", help="Number of synthetic speakers (spk01, spk02, ...)."),
-    sentences: int = typer.Option(50, "--sentences", "-m", help="Harvard sentences per speaker (the first M of 720)."),
+    sentences: int = typer.Option(
+        50, "--sentences", "-m", help="Harvard sentences per speaker (M of 720, from --first-sentence on)."),
+    first_sentence: int = typer.Option(
+        1, "--first-sentence", help="Number of the first Harvard sentence spoken (1-720); e.g. 31 for text that a "
+        "--sentences 30 corpus never speaks."),
     fps: float = typer.Option(25.0, "--fps", help="Frame rate of the vertex sequences."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
     unseen: Optional[int] = typer.Option(
@@ -41,7 +45,8 @@ def synth(
                        description=f"synthesising speakers ({name} done)" if name else "synthesising speakers")
 
         summary = generate_corpus(out_dir, speakers=speakers, sentences=sentences, fps=fps, seed=seed,
-                                  progress=report, unseen=unseen, force=force, workers=workers, tts=tts)
+                                  progress=report, unseen=unseen, force=force, workers=workers, tts=tts,
+                                  first_sentence=first_sentence)
     out = Console()
     table = Table(title=f"SynthTalk corpus {summary.root}")
     table.add_column("item")

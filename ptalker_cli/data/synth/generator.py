@@ -68,8 +68,11 @@ def sentence_id(j: int) -> str:
     return f"s{j + 1:03d}"
 
 
-def sentence_splits(m: int) -> dict[str, tuple[int, int]]:
-    """Inclusive 1-based sentence-number ranges of train / val / test (about 80 / 10 / 10)."""
+def sentence_splits(m: int, first: int = 1) -> dict[str, tuple[int, int]]:
+    """Inclusive 1-based sentence-number ranges of train / val / test (about 80 / 10 / 10).
+
+    The corpus speaks sentences ``first`` .. ``first + m - 1``; the ranges number them that way.
+    """
     if m >= 3:
         n_val = n_test = max(1, int(round(0.1 * m)))
     elif m == 2:
@@ -77,11 +80,12 @@ def sentence_splits(m: int) -> dict[str, tuple[int, int]]:
     else:
         n_val = n_test = 0
     n_train = m - n_val - n_test
-    out = {"train": (1, n_train)}
+    o = int(first) - 1
+    out = {"train": (o + 1, o + n_train)}
     if n_val:
-        out["val"] = (n_train + 1, n_train + n_val)
+        out["val"] = (o + n_train + 1, o + n_train + n_val)
     if n_test:
-        out["test"] = (m - n_test + 1, m)
+        out["test"] = (o + m - n_test + 1, o + m)
     return out
 
 
@@ -181,7 +185,8 @@ def _write_sequence(layout: DatasetLayout, name: str, text: str, utt, speaker: S
     return {"name": name, "frames": frames, "seconds": duration, "jaw_mean": float(jaw.mean())}
 
 
-def _speaker_job(root: str, speaker: Speaker, index: int, texts: Sequence[str], fps: float, seed: int) -> dict:
+def _speaker_job(root: str, speaker: Speaker, index: int, texts: Sequence[str], fps: float, seed: int,
+                 first: int = 1) -> dict:
     """Synthesise and write all sentences of one speaker (runs in a worker process)."""
     layout = DatasetLayout(root)
     head = load_head()
@@ -191,7 +196,8 @@ def _speaker_job(root: str, speaker: Speaker, index: int, texts: Sequence[str], 
         utts = synthesize(texts, speaker.voice, tmp)
     tts_s = time.perf_counter() - t0
     rows = []
-    for j, (text, utt) in enumerate(zip(texts, utts)):
+    for k, (text, utt) in enumerate(zip(texts, utts)):
+        j = int(first) - 1 + k  # the sentence's 0-based index among the 720: its id and its random stream
         rng = np.random.default_rng([int(seed), 2, int(index), j])
         rows.append(_write_sequence(layout, f"{speaker.name}_{sentence_id(j)}", text, utt, speaker, template, fps, rng))
     return {"speaker": speaker.name, "rows": rows, "tts_seconds": tts_s}
@@ -229,12 +235,14 @@ def generate_corpus(
     voices: Optional[Sequence[str]] = None,
     name: str = "synthtalk",
     tts: str = "auto",
+    first_sentence: int = 1,
 ) -> SynthSummary:
     """Generate a SynthTalk corpus into ``out_dir``; see the module docstring.
 
     Args:
         speakers: number of speakers (``spk01`` ...); the last ``unseen`` are held out.
-        sentences: number of Harvard sentences (the first M of 720), same for every speaker.
+        sentences: number of Harvard sentences (M of the 720, from ``first_sentence`` on), same for every
+            speaker.
         fps: frame rate of the vertex files.
         seed: everything random derives from it.
         progress: called as ``progress(done, total, speaker)`` after each speaker.
@@ -245,13 +253,21 @@ def generate_corpus(
             :func:`.engines.default_voices`; Festival ``kal``, ``ked``, ``slt``).
         tts: text-to-speech engine, ``auto`` (eSpeak NG if installed, else Festival), ``espeak``
             or ``festival``.
+        first_sentence: number (1-based) of the first Harvard sentence spoken. Sequence ids and split
+            ranges keep the sentences' own numbers, so a corpus from sentence 31 on shares no text with
+            one of the first 30, and each sequence equals the one a corpus starting at 1 would make.
     """
     t_start = time.perf_counter()
     all_sentences = load_sentences()
     if not 1 <= int(speakers) <= 999:
         raise DatasetError("--speakers must be between 1 and 999")
-    if not 1 <= int(sentences) <= len(all_sentences):
-        raise DatasetError(f"--sentences must be between 1 and {len(all_sentences)} (the Harvard sentences shipped)")
+    if not 1 <= int(first_sentence) <= len(all_sentences):
+        raise DatasetError(f"--first-sentence must be between 1 and {len(all_sentences)} "
+                           "(the Harvard sentences shipped)")
+    left = len(all_sentences) - int(first_sentence) + 1
+    if not 1 <= int(sentences) <= left:
+        raise DatasetError(f"--sentences must be between 1 and {left} (the Harvard sentences shipped from number "
+                           f"{int(first_sentence)} on)")
     if not 1.0 <= float(fps) <= 240.0:
         raise DatasetError("--fps must be between 1 and 240")
     unseen = default_unseen(speakers) if unseen is None else int(unseen)
@@ -265,8 +281,9 @@ def generate_corpus(
     created = not root.exists()
     _prepare_out_dir(root, force)
     try:
-        return _write_corpus(root, int(speakers), int(sentences), float(fps), int(seed), progress, unseen,
-                             int(workers), voices, name, all_sentences, t_start, engine)
+        texts = all_sentences[int(first_sentence) - 1: int(first_sentence) - 1 + int(sentences)]
+        return _write_corpus(root, int(speakers), texts, int(first_sentence), float(fps), int(seed), progress,
+                             unseen, int(workers), voices, name, t_start, engine)
     except BaseException:  # an error, a full disk, an interruption: no half-written corpus is left
         _remove_owned(root, remove_root=created)
         raise
@@ -285,12 +302,12 @@ def _remove_owned(root: Path, remove_root: bool = False) -> None:
             root.rmdir()  # only if empty
 
 
-def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: int, progress: ProgressFn | None,
-                  unseen: int, workers: int, voices: tuple[str, ...], name: str, all_sentences: tuple[str, ...],
+def _write_corpus(root: Path, speakers: int, texts: Sequence[str], first: int, fps: float, seed: int,
+                  progress: ProgressFn | None, unseen: int, workers: int, voices: tuple[str, ...], name: str,
                   t_start: float, engine: str) -> SynthSummary:
     layout = DatasetLayout(root)
     head = load_head()
-    texts = list(all_sentences[: int(sentences)])
+    texts = list(texts)
     spk = [sample_speaker(i, seed, voices, head.num_identity_modes) for i in range(int(speakers))]
     names = [s.name for s in spk]
     train_subjects, unseen_subjects = names[: len(names) - unseen], names[len(names) - unseen:]
@@ -311,7 +328,7 @@ def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: i
 
     # speech + motion, one job per speaker
     results: dict[str, dict] = {}
-    jobs = [(str(root), s, i, texts, float(fps), int(seed)) for i, s in enumerate(spk)]
+    jobs = [(str(root), s, i, texts, float(fps), int(seed), int(first)) for i, s in enumerate(spk)]
     if progress:
         progress(0, len(jobs), "")
     if workers > 1 and len(jobs) > 1:
@@ -330,7 +347,7 @@ def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: i
                 progress(len(results), len(jobs), res["speaker"])
 
     # manifest
-    ranges = sentence_splits(len(texts))
+    ranges = sentence_splits(len(texts), first)
 
     def rule(subjects, key):
         a, b = ranges[key]
@@ -346,7 +363,7 @@ def _write_corpus(root: Path, speakers: int, sentences: int, fps: float, seed: i
         "seed": int(seed),
         "tts": describe(engine),
         "sentence_source": "Harvard sentences (IEEE 1969), ptalker_cli/data/synth/sentences/harvard.txt",
-        "sentences": {sentence_id(j): t for j, t in enumerate(texts)},
+        "sentences": {sentence_id(first - 1 + k): t for k, t in enumerate(texts)},
         "sentence_splits": {k: list(v) for k, v in ranges.items()},
         "unseen_subjects": unseen_subjects,
         "blendshapes": list(SHAPES),
