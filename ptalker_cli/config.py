@@ -117,6 +117,14 @@ class ModelConfig:
     # of future audio, so a stream with that much look-ahead decodes what offline animate decodes
     # (docs/streaming.md). Log-mel encoders only.
     content_right_context: int = -1
+    # Classes of an auxiliary viseme classifier on the decoder's features (0 = none). Trained by
+    # LossConfig.viseme from a corpus's phone labels (SynthTalk), it makes the decoder state say
+    # which mouth shape the audio calls for now, p/b/m among them; inference does not use it.
+    # 15 = the Oculus visemes of ptalker_cli.data.synth.labels.VISEME_CLASSES. viseme_source: what it
+    # reads, "decoder" (the decoder's output features) or "audio" (the speech features pooled to
+    # motion frames, so the speech content encoder alone must tell the visemes apart).
+    viseme_classes: int = 0
+    viseme_source: str = "decoder"
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -193,6 +201,10 @@ class ModelConfig:
         if self.audio_style_pooling not in AUDIO_STYLE_POOLINGS:
             raise ConfigError(f"audio_style_pooling must be one of {', '.join(AUDIO_STYLE_POOLINGS)}, not "
                               f"{self.audio_style_pooling!r}")
+        if self.viseme_classes < 0:
+            raise ConfigError("viseme_classes must be >= 0 (0 = no viseme classifier)")
+        if self.viseme_source not in ("decoder", "audio"):
+            raise ConfigError(f"viseme_source must be 'decoder' or 'audio', not {self.viseme_source!r}")
         if self.content_right_context < -1:
             raise ConfigError("content_right_context must be -1 (bidirectional) or a number of frames >= 0")
         if self.content_right_context >= 0 and self.audio_content.kind != "logmel":
@@ -217,7 +229,8 @@ def logmel_right_reach(layers: int, right_context: int, pos_kernel: int = LOGMEL
 _ADDED_IN_V1: dict[str, Any] = {"motion_encoder_form": "causal", "inference_form": "ptalker",
                                 "audio_style_rate_hz": 0.0, "audio_style_speaker_head": False,
                                 "audio_style_pooling": "max", "audio_style_norm": False,
-                                "content_right_context": -1}
+                                "content_right_context": -1, "viseme_classes": 0,
+                                "viseme_source": "decoder"}
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -517,6 +530,9 @@ class LossConfig:
     ``lip_closure`` is not the paper's (issue 19): the inner-lip gap error on the frames where
     the ground truth's lips are closed (:func:`ptalker_cli.model.losses.lip_closure_loss`);
     the shipped SynthTalk default trains with it on (its model card gives the recipe).
+    ``viseme`` is not the paper's either: the cross-entropy of an auxiliary classifier
+    (``ModelConfig.viseme_classes``) that reads the viseme of every frame from the decoder's
+    features, against the phone labels of a corpus that has them (SynthTalk).
     """
 
     form: str = "l2"  # "l2" (paper Eq. 10-12) | "mse" (released code)
@@ -535,6 +551,7 @@ class LossConfig:
     lip_closure: float = 0.0  # inner-lip gap error where the ground truth is closed (topologies with lip pairs)
     lip_closure_threshold: float = 0.3  # closed: GT gap < this fraction of the sequence's mean GT gap
     lip_closure_tolerance: int = 0  # a closed GT frame is matched by the best predicted frame within ± this many
+    viseme: float = 0.0  # cross-entropy of the viseme classifier (model.viseme_classes) against phone labels
     grl_alpha: float = 1.0
     info_temperature: float = 0.1
     topk_ratio: float = 0.15

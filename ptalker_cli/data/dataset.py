@@ -31,6 +31,9 @@ class TalkingHeadDataset(Dataset):
             motion-only uses).
         require_audio: drop sequences without an audio file (with a warning). When
             False they are kept and give empty audio.
+        visemes: also give ``visemes``, a (T,) int64 tensor of per-frame viseme classes from the
+            corpus's phone timings (:func:`~ptalker_cli.data.synth.labels.frame_visemes`; all
+            ``-100``, i.e. ignored, for a sequence without phones).
 
     Items are dicts: ``name``, ``subject``, ``subject_index`` (index in the manifest's
     ``train_subjects`` one-hot order, -1 for an unseen identity), ``audio`` (float32
@@ -46,12 +49,14 @@ class TalkingHeadDataset(Dataset):
         *,
         load_audio: bool = True,
         require_audio: bool = True,
+        visemes: bool = False,
     ):
         self.root = Path(root)
         self.layout = DatasetLayout(self.root)
         self.manifest: Manifest = self.layout.manifest()
         self.split = split if isinstance(split, str) or split is None else "custom"
         self.load_audio = load_audio
+        self.with_visemes = bool(visemes)
         names = self.layout.resolve_split(split, self.manifest)
         if subjects is not None:
             wanted = set(subjects)
@@ -127,15 +132,28 @@ class TalkingHeadDataset(Dataset):
         name = self.names[index]
         subject = self.subjects[index]
         audio = self.audio(name) if self.load_audio else np.zeros(0, dtype=np.float32)
-        return {
+        vertices = self.vertices(name)
+        item = {
             "name": name,
             "subject": subject,
             "subject_index": self.manifest.subject_index(subject),
             "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-            "vertices": torch.from_numpy(self.vertices(name)),
+            "vertices": torch.from_numpy(vertices),
             "template": torch.from_numpy(self.template(subject)),
             "fps": float(self.manifest.fps),
         }
+        if self.with_visemes:
+            item["visemes"] = torch.from_numpy(self.visemes(name, vertices.shape[0]))
+        return item
+
+    def visemes(self, name: str, frames: int) -> np.ndarray:
+        """(frames,) viseme classes of a sequence from its phones; all ignored (-100) without phones."""
+        from .synth.labels import IGNORE, frame_visemes, read_phones
+
+        phones = read_phones(self.root, name)
+        if phones is None:
+            return np.full(int(frames), IGNORE, dtype=np.int64)
+        return frame_visemes(phones, frames, self.fps)
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -149,7 +167,8 @@ def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     (B, L) zero-padded, ``audio_lengths`` (B,) long, ``audio_mask`` (B, L) bool,
     ``vertices`` (B, T, V, 3) zero-padded, ``frame_lengths`` (B,) long, ``frame_mask``
     (B, T) bool (True on real frames), ``template`` (B, V, 3), ``fps`` (float, or a
-    (B,) tensor when the items disagree).
+    (B,) tensor when the items disagree), and where the items have them ``visemes`` (B, T)
+    int64 padded with -100 (ignored).
     """
     if not items:
         raise ValueError("collate_batch needs at least one item")
@@ -168,6 +187,13 @@ def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         audio[i, : len(a)] = a
         vertices[i, : v.shape[0]] = v
     fps = [float(it.get("fps", 0.0)) for it in items]
+    extra = {}
+    if all("visemes" in it for it in items):
+        labels = torch.full((B, T), -100, dtype=torch.long)
+        for i, it in enumerate(items):
+            lab = torch.as_tensor(it["visemes"], dtype=torch.long).reshape(-1)[:T]
+            labels[i, : len(lab)] = lab
+        extra["visemes"] = labels
     return {
         "names": [it["name"] for it in items],
         "subjects": [it["subject"] for it in items],
@@ -180,6 +206,7 @@ def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "frame_mask": torch.arange(T)[None, :] < f_len[:, None],
         "template": torch.stack([_as_tensor(it["template"]) for it in items]),
         "fps": fps[0] if len(set(fps)) == 1 else torch.tensor(fps),
+        **extra,
     }
 
 

@@ -322,6 +322,10 @@ class DatasetLayout:
     def vertices_path(self, name: str) -> Path:
         return self.vertices_dir / f"{name}.npy"
 
+    def phones_path(self, name: str) -> Path:
+        """A sequence's phone timings where the corpus records them (SynthTalk: ``synth/sequences``)."""
+        return self.root / "synth" / "sequences" / f"{name}.json"
+
     def wav_path(self, name: str) -> Path:
         """The audio file of a sequence (first existing suffix; ``.wav`` if none exists)."""
         for suffix in AUDIO_SUFFIXES:

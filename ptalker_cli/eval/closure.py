@@ -20,7 +20,6 @@ corpus (SynthTalk's ground truth closes every bilabial by construction).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -153,14 +152,9 @@ def read_lab(path: str | Path) -> list[tuple[str, float, float]]:
 
 def synth_phones(root: str | Path, name: str) -> list[tuple[str, float, float]] | None:
     """A SynthTalk sequence's phones (``synth/sequences/<name>.json``), or None where there are none."""
-    path = Path(root) / "synth" / "sequences" / f"{name}.json"
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        return [(str(p[0]), float(p[1]), float(p[2])) for p in record["phones"]]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise PtalkerError(f"{path}: unreadable phone timings ({exc})") from None
+    from ..data.synth.labels import read_phones
+
+    return read_phones(root, name)
 
 
 class ClosureTally:

@@ -90,10 +90,16 @@ def read_model_folder(folder: str | Path, map_location="cpu"
     return config, topo, templates, state
 
 
-def load_weights(model: "nn.Module", state: dict[str, "Tensor"], folder: str | Path) -> None:
-    """Load ``state`` into ``model``, strictly: every tensor must match (a ConfigError names them)."""
+def load_weights(model: "nn.Module", state: dict[str, "Tensor"], folder: str | Path,
+                 new_modules: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``model``, strictly: every tensor must match (a ConfigError names them).
+
+    ``new_modules``: names of modules the model has and ``state`` may lack (added on top of a saved
+    model, e.g. a viseme classifier); they keep their initialization.
+    """
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k.split(".", 1)[0] not in new_modules]
     except RuntimeError as exc:  # shapes that do not fit
         mismatched = [line.split("size mismatch for", 1)[1].split(":")[0].strip()
                       for line in str(exc).splitlines() if "size mismatch for" in line]

@@ -47,6 +47,7 @@ class ForwardOutput:
     s_m: Tensor | None = None  # clip style (B, d), for the losses
     s_p: Tensor | None = None
     adv_logits: list[Tensor] = field(default_factory=list)
+    viseme_logits: Tensor | None = None  # (B, T, viseme_classes), models with a viseme classifier
 
 
 class PTalker(nn.Module):
@@ -122,6 +123,8 @@ class PTalker(nn.Module):
         self.vertice_decoder = nn.Linear(d, v3)
         nn.init.zeros_(self.vertice_decoder.weight)
         nn.init.zeros_(self.vertice_decoder.bias)
+        # auxiliary viseme classifier on the decoder's features (training only; LossConfig.viseme)
+        self.viseme_head = nn.Linear(d, config.viseme_classes) if config.viseme_classes else None
         # adversarial speaker classifiers (behind gradient reversal) and CLUB estimators
         self.style_classifier = nn.Linear(d, max(n, 1))
         self.motion_style_classifier = nn.Linear(d, max(n, 1)) if self.content_motion is not None else None
@@ -263,8 +266,11 @@ class PTalker(nn.Module):
         logits = [self.style_classifier(L.grad_reverse(L.masked_time_mean(a, a_mask)[0], 1.0))]
         if self.motion_style_classifier is not None and c is not None:
             logits.append(self.motion_style_classifier(L.grad_reverse(L.masked_time_mean(c, frame_mask)[0], 1.0)))
+        visemes = None
+        if self.viseme_head is not None:
+            visemes = self.viseme_head(a_frames if self.config.viseme_source == "audio" else hidden)
         return ForwardOutput(pred, frame_mask, a, a_mask, a_frames, c, tokens, style_frames, style_mask,
-                             s_a, clip, s_p if self.config.num_subjects else None, logits)
+                             s_a, clip, s_p if self.config.num_subjects else None, logits, visemes)
 
     @staticmethod
     def _motion_terms(c: Tensor | None, running: Tensor | None) -> Tensor | None:
@@ -274,8 +280,11 @@ class PTalker(nn.Module):
         return c + running
 
     def losses(self, out: ForwardOutput, vertices: Tensor, subject_index: Tensor,
-               cfg: LossConfig = LossConfig()) -> dict[str, Tensor]:
+               cfg: LossConfig = LossConfig(), visemes: Tensor | None = None) -> dict[str, Tensor]:
         """Every loss term, unweighted, plus ``"objective"`` (their weighted sum) and ``"total"``.
+
+        ``visemes`` (B, T) per-frame viseme classes (-100 = none) for ``cfg.viseme``; the term
+        needs a model with a viseme classifier and is left out without labels.
 
         ``total`` = objective + the CLUB estimators' fitting loss: back-propagate it.
         Terms with weight 0 are not computed.
@@ -299,6 +308,10 @@ class PTalker(nn.Module):
         add("lip_closure", cfg.lip_closure, lambda: L.lip_closure_loss(
             out.vertices, gt, L.lip_pairs(self.topology.name), mask, threshold=cfg.lip_closure_threshold,
             tolerance=cfg.lip_closure_tolerance))
+        if cfg.viseme and out.viseme_logits is None:
+            raise ConfigError("loss.viseme needs a model with a viseme classifier; set model.viseme_classes=15")
+        if out.viseme_logits is not None and visemes is not None:
+            add("viseme", cfg.viseme, lambda: L.viseme_loss(out.viseme_logits, visemes, mask))
         if self.config.num_subjects:
             # gradient reversal is inside forward (alpha 1); scale it by grl_alpha here
             add("adv", cfg.adv, lambda: cfg.grl_alpha * sum(L.adversarial_loss(lg, subject_index)

@@ -43,9 +43,13 @@ def load_training_data(cfg: TrainConfig, warn: Callable[[str], None]) -> Trainin
                           f"{manifest.num_vertices}")
     if "lip" not in topology.regions:
         warn("[yellow]warning:[/] the dataset has no lip region: the mouth loss and LVE use all vertices")
-    train_set = TalkingHeadDataset(root, cfg.train_split)
+    visemes = cfg.loss_config().viseme > 0
+    train_set = TalkingHeadDataset(root, cfg.train_split, visemes=visemes)
     if len(train_set) == 0:
         raise ConfigError(f"split '{cfg.train_split}' of {root} is empty")
+    if visemes and not any(layout.phones_path(n).is_file() for n in train_set.names):
+        raise ConfigError(f"loss.viseme needs phone timings (synth/sequences/<name>.json, as SynthTalk has); "
+                          f"{root} has none for split '{cfg.train_split}'")
     val_set = None
     if cfg.val_split != "none":
         if cfg.val_split.startswith("test"):
@@ -54,7 +58,7 @@ def load_training_data(cfg: TrainConfig, warn: Callable[[str], None]) -> Trainin
         if cfg.val_split not in manifest.splits:
             raise ConfigError(f"{root} has no '{cfg.val_split}' split; add one to dataset.json or pass "
                               "--val-split none")
-        val_set = TalkingHeadDataset(root, cfg.val_split)
+        val_set = TalkingHeadDataset(root, cfg.val_split, visemes=visemes)
         if len(val_set) == 0:
             val_set = None
     return TrainingData(layout, manifest, topology, train_set, val_set)

@@ -59,9 +59,10 @@ class TrainStep(nn.Module):
         self.model = model
         self.loss_cfg = loss_cfg
 
-    def forward(self, audio, vertices, template, subject_index, audio_lengths, frame_mask, inputs=None):
+    def forward(self, audio, vertices, template, subject_index, audio_lengths, frame_mask, inputs=None,
+                visemes=None):
         out = self.model(audio, vertices, template, subject_index, audio_lengths, frame_mask, inputs=inputs)
-        losses = self.model.losses(out, vertices, subject_index, self.loss_cfg)
+        losses = self.model.losses(out, vertices, subject_index, self.loss_cfg, visemes=visemes)
         return losses, out.vertices, out.frame_mask
 
 
@@ -172,7 +173,8 @@ class Trainer:
                     int(self.manifest.num_vertices), list(self.manifest.train_subjects)):
                 raise ConfigError(f"init: {cfg.init} animates another mesh or other training subjects than {cfg.data}")
             model = PTalker(init_model_config(cfg, config), topology, templates)  # model.* on top
-            load_weights(model, state, cfg.init)
+            # a viseme classifier added by model.viseme_classes starts from its initialization
+            load_weights(model, state, cfg.init, new_modules=("viseme_head",) if not config.viseme_classes else ())
         else:
             model_cfg = dataset_model_config(cfg, self.manifest, subjects)
             templates = np.stack([layout.load_template(s) for s in subjects]) if subjects else None
@@ -180,6 +182,8 @@ class Trainer:
         if self.loss_cfg.lip_closure and model.topology.name not in INNER_LIP_PAIRS:
             raise ConfigError(f"loss.lip_closure needs the inner lips of the mesh; known for "
                               f"{', '.join(INNER_LIP_PAIRS)}, not '{model.topology.name}' (set loss.lip_closure=0)")
+        if self.loss_cfg.viseme and model.viseme_head is None:
+            raise ConfigError("loss.viseme needs a viseme classifier; add --set model.viseme_classes=15")
         self.model = model.to(self.device).train()
         if self.info.enabled and self.model.graph_encoder is not None:
             # Under torchrun the fused CPU kernel of the graph encoder (used for no-grad
@@ -352,8 +356,8 @@ class Trainer:
         return autocast(self.amp, self.device)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        keys = ("audio", "audio_lengths", "vertices", "template", "subject_index", "frame_mask")
-        return {k: batch[k].to(self.device, non_blocking=True) for k in keys}
+        keys = ("audio", "audio_lengths", "vertices", "template", "subject_index", "frame_mask", "visemes")
+        return {k: batch[k].to(self.device, non_blocking=True) for k in keys if k in batch}
 
     @torch.no_grad()
     def sampled_inputs(self, b: dict[str, Tensor], p_tf: float) -> Tensor | None:
@@ -389,7 +393,7 @@ class Trainer:
         with ctx:
             with self._autocast():
                 losses, _, _ = self.ddp(b["audio"], b["vertices"], b["template"], b["subject_index"],
-                                        b["audio_lengths"], b["frame_mask"], inputs)
+                                        b["audio_lengths"], b["frame_mask"], inputs, b.get("visemes"))
             loss = losses["total"] / self.cfg.grad_accum
             if self.scaler is None and not torch.isfinite(loss):  # (fp16: the scaler skips such steps)
                 raise FloatingPointError(f"non-finite loss at step {self.step}: "

@@ -51,7 +51,7 @@ def validation_pass(model, loader, loss_cfg: LossConfig, to_device: Callable[[di
         with autocast(amp, device):
             out = model(b["audio"], b["vertices"], b["template"], b["subject_index"], b["audio_lengths"],
                         b["frame_mask"])
-            losses = model.losses(out, b["vertices"], b["subject_index"], loss_cfg)
+            losses = model.losses(out, b["vertices"], b["subject_index"], loss_cfg, visemes=b.get("visemes"))
         n = float(b["vertices"].shape[0])
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n

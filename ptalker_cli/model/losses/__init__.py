@@ -19,7 +19,8 @@ differs; see ``ptalker-spec.md`` sections 2.1-2.3 and 6.1 for the full discussio
 The terms, all importable from here: :mod:`.motion` (reconstruction, mouth, velocity),
 :mod:`.style` (adversarial speaker classifier, style cosine), :mod:`.disentangle`
 (orthogonality, InfoNCE, CLUB), :mod:`.alignment` (top-k contrastive, KL) and, not in the
-paper, :mod:`.closure` (closure-aware lip loss, issue 19).
+paper, :mod:`.closure` (closure-aware lip loss, issue 19) and :mod:`.viseme` (auxiliary viseme
+classification, issue 19).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .closure import INNER_LIP_PAIRS, lip_closure_loss, lip_pairs
 from .disentangle import CLUBEstimator, infonce_loss, mi_upper_bound_loss, orthogonality_loss, pool_to_length
 from .motion import mouth_loss, reconstruction_loss, velocity_loss
 from .style import GradReverse, adversarial_loss, grad_reverse, style_cosine_loss
+from .viseme import viseme_loss
 
 __all__ = [
     "reconstruction_loss",
@@ -37,6 +39,7 @@ __all__ = [
     "velocity_loss",
     "lip_closure_loss",
     "lip_pairs",
+    "viseme_loss",
     "INNER_LIP_PAIRS",
     "grad_reverse",
     "GradReverse",
