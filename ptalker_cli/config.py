@@ -525,6 +525,7 @@ class LossConfig:
         kl          1e-3     1e-5
         speaker_id  0.1      0.1
         lip_closure 0        0
+        viseme      0        0
 
     The other fields (``orth_form`` and the hyper-parameters) are the same in both.
     ``lip_closure`` is not the paper's (issue 19): the inner-lip gap error on the frames where
