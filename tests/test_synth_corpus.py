@@ -278,6 +278,20 @@ def test_first_sentence_is_validated(tmp_path):
     with pytest.raises(DatasetError, match="--sentences must be between 1 and 11 .*from number 710"):
         generate_corpus(tmp_path / "b", speakers=1, sentences=12, first_sentence=710, tts="espeak")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    import typer
+    from typer.testing import CliRunner
+
+    from ptalker_cli.cli.synth_cmd import synth
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _main():
+        pass
+
+    app.command("synth")(synth)
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "c"), "--first-sentence", "721", "-q", "--tts", "espeak"])
+    assert res.exit_code != 0 and "--first-sentence must be between 1 and 720" in str(res.exception)
 
 
 def test_same_seed_gives_identical_files_and_the_cli_works(corpus, tmp_path):
