@@ -43,9 +43,14 @@ def test_init_starts_from_the_given_model_folder(dataset, tmp_path):
     assert not all(torch.equal(fresh[k], saved[k]) for k in saved)
 
 
-def test_init_must_be_a_model_folder(dataset, tmp_path):
+def test_init_must_be_a_model_folder_and_a_run_that_cannot_start_leaves_no_folder(dataset, tmp_path):
     with pytest.raises(ConfigError, match="not a model folder"):
-        _trainer(dataset, tmp_path / "c", init=str(tmp_path / "nowhere"))
+        _trainer(dataset, tmp_path / "runs" / "c", init=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "runs" / "c").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made is theirs: it stays
+    with pytest.raises(ConfigError, match="not a model folder"):
+        _trainer(dataset, tmp_path / "mine", init=str(tmp_path / "nowhere"))
+    assert (tmp_path / "mine").is_dir()
 
 
 def test_init_takes_model_options_that_keep_the_weights(tmp_path):

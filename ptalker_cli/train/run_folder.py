@@ -24,9 +24,10 @@ SUMMARY_NAME = "train_summary.json"
 STYLE_PRETRAIN_NAME = "style_pretrain.json"
 
 
-def claim_run_folder(run_dir: Path, force: bool) -> None:
+def claim_run_folder(run_dir: Path, force: bool) -> bool:
     """Make ``run_dir`` ready for a new run: a folder that already holds one is refused, or with
-    ``force`` cleared of the old run's model, checkpoints, records and TensorBoard logs."""
+    ``force`` cleared of the old run's model, checkpoints, records and TensorBoard logs. True when
+    this call created the folder (so a run that fails to start may remove it again)."""
     if (run_dir / LAST).exists() or (run_dir / TRAIN_CONFIG_NAME).exists():
         if not force:
             raise ConfigError(
@@ -36,7 +37,9 @@ def claim_run_folder(run_dir: Path, force: bool) -> None:
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in (*MODEL_FILES, BEST_NAME, SUMMARY_NAME, STYLE_PRETRAIN_NAME):
             (run_dir / name).unlink(missing_ok=True)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def write_record(run_dir: Path, name: str, data: dict[str, Any]) -> None:

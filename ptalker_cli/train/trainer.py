@@ -114,10 +114,16 @@ class Trainer:
         set_deterministic(cfg.deterministic)
         seed_everything(cfg.seed)
         self._open_run_folder()
-        self._load_data()
-        self._build_model()
-        self._build_optimizer()
-        self._build_batches()
+        try:
+            self._load_data()
+            self._build_model()
+            self._build_optimizer()
+            self._build_batches()
+        except BaseException:  # a config error, a bad dataset, Ctrl-C: leave no empty run folder behind
+            if self._created_run_dir:
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()  # only if still empty
+            raise
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
         self.epoch = 0
@@ -145,12 +151,13 @@ class Trainer:
     def _open_run_folder(self) -> None:
         """``--resume``: find the last complete checkpoint; else claim the folder for a new run (rank 0)."""
         self.checkpoint_dir = None
+        self._created_run_dir = False
         if self.resume:
             self.checkpoint_dir = ckpt.find_checkpoint(self.run_dir)
             if self.checkpoint_dir is None:
                 raise ConfigError(f"--resume: {self.run_dir} has no complete checkpoint (last/); start a new run")
         elif self.info.is_main:
-            claim_run_folder(self.run_dir, self.force)
+            self._created_run_dir = claim_run_folder(self.run_dir, self.force)
         dist_util.barrier(self.info)
 
     def _load_data(self) -> None:
