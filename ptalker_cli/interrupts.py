@@ -82,6 +82,13 @@ def _handler(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def interrupted(signum: int) -> Interrupted:
+    """The :class:`Interrupted` for a signal a caller took itself (an event loop's handler, which
+    stops the loop gracefully rather than raising mid-task); a repeat within :data:`GRACE_S` is ignored."""
+    _state["since"] = time.monotonic()
+    return Interrupted(signum)
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold back SIGINT / SIGTERM inside the block; one that arrived is raised when it ends.

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import socket
 import struct
 import threading
@@ -38,6 +39,7 @@ from ..arkit.names import ARKIT_NAMES
 from ..arkit.solve import basis_for
 from ..blendshapes import DEFAULT_REGULARIZATION, BlendshapeSolver
 from ..errors import PtalkerError
+from ..interrupts import SIGNALS, interrupted
 
 OUTPUTS = ("vertices", "arkit")
 QUERY_KEYS = ("subject", "style", "output")
@@ -127,6 +129,8 @@ class StreamServer:
         self.connections = 0
         #: each open connection's queue of outgoing messages (by peer address): what a slow client has not taken
         self.pending: dict[str, asyncio.Queue] = {}
+        #: set when the server shuts down (a signal): connections it closes are logged as such
+        self.stopping = False
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -218,7 +222,7 @@ class StreamServer:
                 await queue.put(m)
             await queue.put(json.dumps({"type": "done", "frames": conn.session.frames_out}))
             return "done"
-        return "closed by client before the end"
+        return "closed as the server stopped" if self.stopping else "closed by client before the end"
 
 
 def _closed_errors():
@@ -269,12 +273,59 @@ async def serve_async(server: StreamServer, host: str, port: int, ready: Callabl
 
 def run_server(open_stream: OpenStream, host: str, port: int, fps: float, workers: int = 2,
                log: Callable[[str], None] | None = None, ready: Callable[[int], None] | None = None) -> None:
-    """Serve forever (until interrupted)."""
+    """Serve forever; SIGINT / SIGTERM stop it gracefully, then raise :class:`..interrupts.Interrupted`."""
     server = StreamServer(open_stream, fps, workers, log)
     try:
-        asyncio.run(serve_async(server, host, port, ready))
+        asyncio.run(_serve_until_signal(server, host, port, ready))
     finally:
         server.close()
+
+
+#: seconds the server waits for its connections to close after SIGINT / SIGTERM before it cancels them
+SHUTDOWN_S = 15.0
+
+
+async def _serve_until_signal(server: StreamServer, host: str, port: int,
+                              ready: Callable[[int], None] | None) -> None:
+    """Serve until SIGINT or SIGTERM, taken by the event loop (main thread): the server closes every
+    connection (1001) and its tasks end before the interruption is raised, rather than a
+    KeyboardInterrupt cutting a send in half. A repeated signal while it stops is ignored."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[int] = []
+    installed: list[tuple[int, Any]] = []
+
+    def on_signal(signum: int) -> None:
+        got.append(signum)
+        server.stopping = True
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            previous = signal.getsignal(s)
+            if previous is signal.SIG_IGN:  # nohup, background jobs: stays ignored
+                continue
+            try:
+                loop.add_signal_handler(s, on_signal, int(s))
+            except (NotImplementedError, RuntimeError, ValueError):  # no loop signals (Windows): Python's handler
+                continue
+            installed.append((s, previous))
+    serving = asyncio.create_task(serve_async(server, host, port, ready, stop))
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()  # it could not start (the port is taken, ...): that error
+        else:  # a signal: the graceful close gets a bounded time, then the rest is cancelled
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serving, SHUTDOWN_S)
+    finally:
+        stopped.cancel()
+        for s, previous in installed:
+            loop.remove_signal_handler(s)
+            signal.signal(s, previous)
+    if got:
+        raise interrupted(got[0])
 
 
 class ServerThread:
