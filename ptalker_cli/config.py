@@ -117,9 +117,9 @@ class ModelConfig:
     # of future audio, so a stream with that much look-ahead decodes what offline animate decodes
     # (docs/streaming.md). Log-mel encoders only.
     content_right_context: int = -1
-    # Classes of an auxiliary viseme classifier on the decoder's features (0 = none). Trained by
-    # LossConfig.viseme from a corpus's phone labels (SynthTalk), it makes the decoder state say
-    # which mouth shape the audio calls for now, p/b/m among them; inference does not use it.
+    # Classes of an auxiliary viseme classifier (0 = none). Trained by LossConfig.viseme from a
+    # corpus's phone labels (SynthTalk), it makes the features it reads say which mouth shape the
+    # audio calls for now, p/b/m among them; inference does not use it.
     # 15 = the Oculus visemes of ptalker_cli.data.synth.labels.VISEME_CLASSES. viseme_source: what it
     # reads, "decoder" (the decoder's output features) or "audio" (the speech features pooled to
     # motion frames, so the speech content encoder alone must tell the visemes apart).
@@ -532,8 +532,9 @@ class LossConfig:
     the ground truth's lips are closed (:func:`ptalker_cli.model.losses.lip_closure_loss`);
     the shipped SynthTalk default trains with it on (its model card gives the recipe).
     ``viseme`` is not the paper's either: the cross-entropy of an auxiliary classifier
-    (``ModelConfig.viseme_classes``) that reads the viseme of every frame from the decoder's
-    features, against the phone labels of a corpus that has them (SynthTalk).
+    (``ModelConfig.viseme_classes``) that reads the viseme of every frame from the decoder's or
+    the speech features (``ModelConfig.viseme_source``), against the phone labels of a corpus that
+    has them (SynthTalk).
     """
 
     form: str = "l2"  # "l2" (paper Eq. 10-12) | "mse" (released code)

@@ -123,7 +123,7 @@ class PTalker(nn.Module):
         self.vertice_decoder = nn.Linear(d, v3)
         nn.init.zeros_(self.vertice_decoder.weight)
         nn.init.zeros_(self.vertice_decoder.bias)
-        # auxiliary viseme classifier on the decoder's features (training only; LossConfig.viseme)
+        # auxiliary viseme classifier on the decoder's or the speech features (training only; LossConfig.viseme)
         self.viseme_head = nn.Linear(d, config.viseme_classes) if config.viseme_classes else None
         # adversarial speaker classifiers (behind gradient reversal) and CLUB estimators
         self.style_classifier = nn.Linear(d, max(n, 1))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..layout import DatasetError, DatasetLayout
-from .visemes import PHONE_RULES, VISEMES, normalize_phone
+from .visemes import VISEMES, viseme_segments
 
 #: class index -> viseme name (sil, PP = p/b/m, FF, TH, DD, kk, CH, SS, nn, RR, aa, E, I, O, U)
 VISEME_CLASSES: tuple[str, ...] = tuple(VISEMES)
@@ -42,13 +42,6 @@ def frame_visemes(phones: Phones, frames: int, fps: float) -> np.ndarray:
     out = np.full(int(frames), IGNORE, dtype=np.int64)
     times = np.arange(int(frames)) / float(fps)
     index = {v: i for i, v in enumerate(VISEME_CLASSES)}
-    for phone, start, end in phones:
-        rule = PHONE_RULES.get(normalize_phone(phone))
-        parts = [("nn", 1.0)] if rule is None else [(v, frac) for v, frac, _ in rule.parts]
-        total = sum(frac for _, frac in parts) or 1.0
-        t0 = float(start)
-        for viseme, frac in parts:
-            t1 = t0 + (float(end) - float(start)) * frac / total
-            out[(times >= t0) & (times < t1)] = index[viseme]
-            t0 = t1
+    for seg in viseme_segments(phones):  # the generator's own split of a phone into visemes
+        out[(times >= seg.start) & (times < seg.end)] = index[seg.viseme]
     return out

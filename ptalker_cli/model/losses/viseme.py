@@ -1,8 +1,9 @@
-"""Auxiliary viseme classification: the decoder's features must say which mouth shape sounds now.
+"""Auxiliary viseme classification: the features must say which mouth shape sounds now.
 
 Not a term of the paper (issue 19). A linear classifier reads each frame's viseme (the 15
-Oculus visemes, p/b/m being one) from the decoder's features, against labels from a corpus's
-phone timings (:mod:`ptalker_cli.data.synth.labels`)::
+Oculus visemes, p/b/m being one) from the decoder's features or the speech features pooled to
+motion frames (``ModelConfig.viseme_source``), against labels from a corpus's phone timings
+(:mod:`ptalker_cli.data.synth.labels`)::
 
     L_vis = mean over labelled valid frames of CE(W h_t, v_t)
 
