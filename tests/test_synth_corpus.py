@@ -270,6 +270,27 @@ def test_first_sentence_speaks_later_text_with_the_same_ids_and_files(corpus, tm
     assert not (out / "vertices_npy" / "spk01_s001.npy").exists()
 
 
+def test_speech_only_corpus_holds_the_same_speech_and_phones_and_no_faces(corpus, tmp_path):
+    """--speech-only writes the wav files and phone timings a full corpus holds, and nothing to train a face on."""
+    from ptalker_cli.data.dataset import TalkingHeadDataset
+    from ptalker_cli.data.layout import DatasetError
+    from ptalker_cli.data.synth.labels import read_phones
+    from ptalker_cli.train.phone_pretrain import PP, phone_clips
+
+    engine, root, _ = corpus
+    out = tmp_path / "speech"
+    summary = generate_corpus(out, workers=1, tts=engine, speech_only=True, **TINY)
+    assert summary.sequences == 4 and Manifest.load(out).source["synth"]["speech_only"] is True
+    for name in ("spk01_s001", "spk02_s002"):
+        assert (out / f"wav/{name}.wav").read_bytes() == (root / f"wav/{name}.wav").read_bytes()
+        assert read_phones(out, name) == read_phones(root, name)
+    assert not (out / "vertices_npy").exists() and not (out / "synth" / "weights").exists()
+    with pytest.raises(DatasetError, match="holds speech only"):
+        TalkingHeadDataset(out, "train")
+    clips = phone_clips(out, "adapt-unseen", lambda n: n // 640, 25.0)  # spk02 speaks "The birch canoe ... planks"
+    assert len(clips) == 1 and (clips[0][1] == PP).any()
+
+
 def test_first_sentence_is_validated(tmp_path):
     from ptalker_cli.data.layout import DatasetError
 

@@ -31,6 +31,9 @@ def synth(
     tts: str = typer.Option(
         "auto", "--tts", help='Speech engine: espeak (pip install "ptalker[tts]"), festival (apt-get), '
         "or auto (espeak when installed, else festival)."),
+    speech_only: bool = typer.Option(
+        False, "--speech-only", help="Speech and phone timings only, no faces: data for the phonetic pretraining "
+        "of the speech content encoder (--set phone_pretrain_data=OUT_DIR)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Synthesise a speech + 4D face corpus with known speaking styles (eSpeak NG or Festival, ICT-FaceKit head)."""
@@ -46,7 +49,7 @@ def synth(
 
         summary = generate_corpus(out_dir, speakers=speakers, sentences=sentences, fps=fps, seed=seed,
                                   progress=report, unseen=unseen, force=force, workers=workers, tts=tts,
-                                  first_sentence=first_sentence)
+                                  first_sentence=first_sentence, speech_only=speech_only)
     out = Console()
     table = Table(title=f"SynthTalk corpus {summary.root}")
     table.add_column("item")
@@ -58,4 +61,7 @@ def synth(
     table.add_row("time", f"{summary.elapsed_s:.1f} s ({summary.seconds_per_sentence:.2f} s per sequence)")
     table.add_row("splits", ", ".join(f"{k} {v}" for k, v in summary.split_sizes.items()))
     out.print(table)
-    out.print(f"check it with: ptalker data check {summary.root}")
+    if speech_only:
+        out.print(f"speech only: pretrain a content encoder on it with --set phone_pretrain_data={summary.root}")
+    else:
+        out.print(f"check it with: ptalker data check {summary.root}")

@@ -54,6 +54,9 @@ class TalkingHeadDataset(Dataset):
         self.root = Path(root)
         self.layout = DatasetLayout(self.root)
         self.manifest: Manifest = self.layout.manifest()
+        if (self.manifest.source.get("synth") or {}).get("speech_only"):
+            raise DatasetError(f"{self.root} holds speech only (ptalker data synth --speech-only), no faces to train "
+                               "or evaluate on; use it as phone_pretrain_data, and a full corpus as --data")
         self.split = split if isinstance(split, str) or split is None else "custom"
         self.load_audio = load_audio
         self.with_visemes = bool(visemes)

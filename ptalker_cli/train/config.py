@@ -99,6 +99,11 @@ class TrainConfig:
     style_pretrain_lr: float = 1e-3
     style_pretrain_batch: int = 8  # crops per step
     style_pretrain_seconds: float = 3.0  # crop length
+    # --- phonetic pretraining of the speech content encoder (train/phone_pretrain.py)
+    phone_pretrain_steps: int = 0  # steps before the main training (0 = none; needs model.viseme_source "audio")
+    phone_pretrain_data: str = ""  # corpus with phone timings, its train split ("" = --data): data synth --speech-only
+    phone_pretrain_lr: float = 3e-4  # peak of the one-cycle schedule
+    phone_pretrain_batch: int = 16  # utterances per step
     freeze: tuple[str, ...] = ()  # PTalker sub-modules kept frozen for the whole run, e.g. ("audio_style",)
     init: str = ""  # model folder to start from (fine-tuning; its config wins over the preset, model.* apply on top)
     # --- validation, checkpoints, logs -----------------------------------------
@@ -153,6 +158,8 @@ class TrainConfig:
             (self.style_pretrain_steps >= 0 and self.style_pretrain_lr > 0 and self.style_pretrain_batch >= 1
              and self.style_pretrain_seconds > 0,
              "style_pretrain_steps must be >= 0, style_pretrain_lr, _batch and _seconds positive"),
+            (self.phone_pretrain_steps >= 0 and self.phone_pretrain_lr > 0 and self.phone_pretrain_batch >= 1,
+             "phone_pretrain_steps must be >= 0, phone_pretrain_lr and phone_pretrain_batch positive"),
         ]
         for ok, message in checks:
             if not ok:

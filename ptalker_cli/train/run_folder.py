@@ -3,7 +3,8 @@
 * ``train_config.json`` — the resolved options, the model and loss configs and the dataset facts;
 * ``best.json`` — epoch, step and value of the best validation ``select_metric``;
 * ``train_summary.json`` — what a finished session did (steps, speed, whether the ranks agree);
-* ``style_pretrain.json`` — the speaker-ID pretraining of the audio style encoder, when run.
+* ``style_pretrain.json`` — the speaker-ID pretraining of the audio style encoder, when run;
+* ``phone_pretrain.json`` — the phonetic pretraining of the speech content encoder, when run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ TRAIN_CONFIG_NAME = "train_config.json"
 BEST_NAME = "best.json"
 SUMMARY_NAME = "train_summary.json"
 STYLE_PRETRAIN_NAME = "style_pretrain.json"
+PHONE_PRETRAIN_NAME = "phone_pretrain.json"
 
 
 def claim_run_folder(run_dir: Path, force: bool) -> bool:
@@ -35,7 +37,7 @@ def claim_run_folder(run_dir: Path, force: bool) -> bool:
                 "over (or choose another --out)")
         for name in (LAST, ".last.tmp", ".last.old", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in (*MODEL_FILES, BEST_NAME, SUMMARY_NAME, STYLE_PRETRAIN_NAME):
+        for name in (*MODEL_FILES, BEST_NAME, SUMMARY_NAME, STYLE_PRETRAIN_NAME, PHONE_PRETRAIN_NAME):
             (run_dir / name).unlink(missing_ok=True)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)

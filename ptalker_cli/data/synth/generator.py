@@ -14,6 +14,11 @@ speaker's own ICT-FaceKit face, and writes::
     synth/sequences/<name>.json        text, tool, voice, phone timings, blinks, brow raises
     synth/weights/<name>.npy           (T, 22) float32 blendshape weights (names in the manifest)
 
+``speech_only=True`` (``ptalker data synth --speech-only``) writes the speech and its phone
+timings without the faces (no ``vertices_npy/`` or ``synth/weights/``, the manifest says so):
+the data of the speech content encoder's phonetic pretraining (``TrainConfig.phone_pretrain_*``),
+a few percent of a full corpus's size.
+
 Everything is a function of the seed: speaker ``i`` (voice, style, face) is drawn from
 ``[seed, 1, i]`` and sequence (i, j) (padding, blinks, brows) from ``[seed, 2, i, j]``;
 both engines are deterministic (eSpeak NG per utterance, see :mod:`.espeak`), so the same
@@ -143,11 +148,13 @@ def _prepare_audio(utt, rng: np.random.Generator) -> tuple[np.ndarray, list[Phon
 
 
 def _write_sequence(layout: DatasetLayout, name: str, text: str, utt, speaker: Speaker, template: np.ndarray,
-                    fps: float, rng: np.random.Generator) -> dict:
+                    fps: float, rng: np.random.Generator, speech_only: bool = False) -> dict:
     head = load_head()
     wave, phones, lead = _prepare_audio(utt, rng)
     duration = len(wave) / SAMPLE_RATE
     frames = max(1, int(round(duration * fps)))
+    if speech_only:
+        return _write_speech(layout, name, text, utt, speaker, wave, phones, lead, frames, fps)
     times = np.arange(frames) / float(fps)
     mouth = mouth_curves(phones, times, speaker.style, head.gap_model(template))
     energy = phone_energy(wave, SAMPLE_RATE, phones)
@@ -185,8 +192,24 @@ def _write_sequence(layout: DatasetLayout, name: str, text: str, utt, speaker: S
     return {"name": name, "frames": frames, "seconds": duration, "jaw_mean": float(jaw.mean())}
 
 
+def _write_speech(layout: DatasetLayout, name: str, text: str, utt, speaker: Speaker, wave: np.ndarray,
+                  phones: list[Phone], lead: float, frames: int, fps: float) -> dict:
+    """A speech-only sequence: the wav and the phone record, no face."""
+    with atomic_path(layout.wav_dir / f"{name}.wav") as tmp:
+        sf.write(str(tmp), wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    duration = len(wave) / SAMPLE_RATE
+    record = {
+        "name": name, "speaker": speaker.name, "text": text, "tool": utt.tool, "voice": speaker.voice.to_json(),
+        "sample_rate": SAMPLE_RATE, "seconds": round(duration, 4), "frames": frames, "fps": fps,
+        "leading_silence_s": lead,
+        "phones": [[p.name, round(p.start, 4), round(p.end, 4), p.stress, p.accented] for p in phones],
+    }
+    atomic_write_text(layout.root / "synth" / "sequences" / f"{name}.json", json.dumps(record) + "\n")
+    return {"name": name, "frames": frames, "seconds": duration, "jaw_mean": 0.0}
+
+
 def _speaker_job(root: str, speaker: Speaker, index: int, texts: Sequence[str], fps: float, seed: int,
-                 first: int = 1) -> dict:
+                 first: int = 1, speech_only: bool = False) -> dict:
     """Synthesise and write all sentences of one speaker (runs in a worker process)."""
     layout = DatasetLayout(root)
     head = load_head()
@@ -199,7 +222,8 @@ def _speaker_job(root: str, speaker: Speaker, index: int, texts: Sequence[str], 
     for k, (text, utt) in enumerate(zip(texts, utts)):
         j = int(first) - 1 + k  # the sentence's 0-based index among the 720: its id and its random stream
         rng = np.random.default_rng([int(seed), 2, int(index), j])
-        rows.append(_write_sequence(layout, f"{speaker.name}_{sentence_id(j)}", text, utt, speaker, template, fps, rng))
+        rows.append(_write_sequence(layout, f"{speaker.name}_{sentence_id(j)}", text, utt, speaker, template, fps, rng,
+                                    speech_only))
     return {"speaker": speaker.name, "rows": rows, "tts_seconds": tts_s}
 
 
@@ -236,6 +260,7 @@ def generate_corpus(
     name: str = "synthtalk",
     tts: str = "auto",
     first_sentence: int = 1,
+    speech_only: bool = False,
 ) -> SynthSummary:
     """Generate a SynthTalk corpus into ``out_dir``; see the module docstring.
 
@@ -256,6 +281,8 @@ def generate_corpus(
         first_sentence: number (1-based) of the first Harvard sentence spoken. Sequence ids and split
             ranges keep the sentences' own numbers, so a corpus from sentence 31 on shares no text with
             one of the first 30, and each sequence equals the one a corpus starting at 1 would make.
+        speech_only: write the speech and its phone timings without the faces (see the module docstring);
+            the wav files are the ones a full corpus of the same options holds.
     """
     t_start = time.perf_counter()
     all_sentences = load_sentences()
@@ -283,7 +310,7 @@ def generate_corpus(
     try:
         texts = all_sentences[int(first_sentence) - 1: int(first_sentence) - 1 + int(sentences)]
         return _write_corpus(root, int(speakers), texts, int(first_sentence), float(fps), int(seed), progress,
-                             unseen, int(workers), voices, name, t_start, engine)
+                             unseen, int(workers), voices, name, t_start, engine, bool(speech_only))
     except BaseException:  # an error, a full disk, an interruption: no half-written corpus is left
         _remove_owned(root, remove_root=created)
         raise
@@ -304,7 +331,7 @@ def _remove_owned(root: Path, remove_root: bool = False) -> None:
 
 def _write_corpus(root: Path, speakers: int, texts: Sequence[str], first: int, fps: float, seed: int,
                   progress: ProgressFn | None, unseen: int, workers: int, voices: tuple[str, ...], name: str,
-                  t_start: float, engine: str) -> SynthSummary:
+                  t_start: float, engine: str, speech_only: bool = False) -> SynthSummary:
     layout = DatasetLayout(root)
     head = load_head()
     texts = list(texts)
@@ -328,7 +355,7 @@ def _write_corpus(root: Path, speakers: int, texts: Sequence[str], first: int, f
 
     # speech + motion, one job per speaker
     results: dict[str, dict] = {}
-    jobs = [(str(root), s, i, texts, float(fps), int(seed), int(first)) for i, s in enumerate(spk)]
+    jobs = [(str(root), s, i, texts, float(fps), int(seed), int(first), speech_only) for i, s in enumerate(spk)]
     if progress:
         progress(0, len(jobs), "")
     if workers > 1 and len(jobs) > 1:
@@ -370,8 +397,11 @@ def _write_corpus(root: Path, speakers: int, texts: Sequence[str], first: int, f
         "style_ranges": {k: [lo, hi, what] for k, (lo, hi, what) in STYLE_RANGES.items()},
         "speaker_styles": {s.name: s.style.to_json() for s in spk},
         "speakers": {s.name: s.to_json() for s in spk},
-        "files": {"sequences": "synth/sequences/<name>.json", "weights": "synth/weights/<name>.npy"},
+        "files": ({"sequences": "synth/sequences/<name>.json"} if speech_only else
+                  {"sequences": "synth/sequences/<name>.json", "weights": "synth/weights/<name>.npy"}),
     }
+    if speech_only:
+        synth_info["speech_only"] = True
     manifest = Manifest(
         name=name, fps=float(fps), topology="ict", units="cm", num_vertices=head.num_vertices,
         subjects=names, train_subjects=train_subjects, splits=splits, regions=regions,
