@@ -53,9 +53,9 @@ def test_mouth_follows_real_speech(default_model):
     opening = mouth_opening(motion.vertices, UPPER_LIP, LOWER_LIP)
     envelope = speech_envelope(wave, motion.num_frames, motion.fps)
     rep = lipsync_report(opening, envelope)
-    # measured for the shipped model: best r 0.726 (at lag 0), opening 0.85 cm in speech vs
-    # 0.08 cm in pauses; per clip (with half a pause on each side) awb 0.691, slt 0.730.
-    # The same output time-reversed gives 0.452 (clips 0.549, 0.338), a constant mouth 0.
+    # measured for the shipped model: best r 0.757 (at lag 0), opening 0.73 cm in speech vs
+    # 0.10 cm in pauses; per clip (with half a pause on each side) awb 0.725, slt 0.749.
+    # The same output time-reversed gives 0.426 (clips 0.496, 0.282), a constant mouth 0.
     assert rep.best_correlation > 0.6, rep
     assert rep.opening_pause < rep.opening_speech - 0.4, rep
     start = len(gap)
