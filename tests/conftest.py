@@ -105,3 +105,24 @@ def eval_cli(monkeypatch, tiny):
         pass
 
     return lambda *args: CliRunner().invoke(app, ["eval", *args])
+
+
+def write_fake_phones(root, names, switch_frame=8, fps=25.0):
+    """Phones for the named sequences of a fake dataset: silence for `switch_frame` frames, then one long /m/."""
+    import json
+
+    seq = root / "synth" / "sequences"
+    seq.mkdir(parents=True, exist_ok=True)
+    t = switch_frame / fps
+    for name in names:
+        (seq / f"{name}.json").write_text(json.dumps({"phones": [["pau", 0.0, t, 0, 0], ["m", t, 10.0, 1, 1]]}))
+
+
+@pytest.fixture()
+def phone_dataset(tmp_path):
+    """make_fake_dataset (16 frames a sequence) with phone timings for all six sequences."""
+    from ptalker_cli.data.testing import make_fake_dataset
+
+    root = make_fake_dataset(tmp_path / "ds", frames=16)
+    write_fake_phones(root, ["A_s01", "A_s02", "B_s01", "B_s02", "A_s03", "B_s03"])
+    return root

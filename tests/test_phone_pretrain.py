@@ -14,22 +14,9 @@ from ptalker_cli.train import TrainConfig
 from ptalker_cli.train.phone_pretrain import PP, evaluate_phones, phone_clips, pretrain_speech_content
 
 
-def _with_phones(root, names, switch_frame=8, fps=25.0):
-    """Phones for the named sequences: silence for `switch_frame` frames, then one long /m/."""
-    seq = root / "synth" / "sequences"
-    seq.mkdir(parents=True, exist_ok=True)
-    t = switch_frame / fps
-    for name in names:
-        (seq / f"{name}.json").write_text(json.dumps({"phones": [["pau", 0.0, t, 0, 0], ["m", t, 10.0, 1, 1]]}))
-
-
 @pytest.fixture()
-def dataset(tmp_path):
-    from ptalker_cli.data.testing import make_fake_dataset
-
-    root = make_fake_dataset(tmp_path / "ds", frames=16)
-    _with_phones(root, ["A_s01", "A_s02", "B_s01", "B_s02", "A_s03", "B_s03"])
-    return root
+def dataset(phone_dataset):
+    return phone_dataset
 
 
 def _model(source="audio"):

@@ -67,22 +67,9 @@ def test_viseme_loss_counts_labelled_valid_frames_only():
         viseme_loss(logits, torch.full((2, 4), 15))
 
 
-def _with_phones(root, names, switch_frame=8, fps=25.0):
-    """Phones for the named sequences: silence for `switch_frame` frames, then one long /m/."""
-    seq = root / "synth" / "sequences"
-    seq.mkdir(parents=True, exist_ok=True)
-    t = switch_frame / fps
-    for name in names:
-        (seq / f"{name}.json").write_text(json.dumps({"phones": [["pau", 0.0, t, 0, 0], ["m", t, 10.0, 1, 1]]}))
-
-
 @pytest.fixture()
-def dataset(tmp_path):
-    from ptalker_cli.data.testing import make_fake_dataset
-
-    root = make_fake_dataset(tmp_path / "ds", frames=16)
-    _with_phones(root, ["A_s01", "A_s02", "B_s01", "B_s02", "A_s03", "B_s03"])
-    return root
+def dataset(phone_dataset):
+    return phone_dataset
 
 
 def test_the_dataset_gives_viseme_labels_and_batches_pad_them(dataset):
