@@ -39,16 +39,9 @@ from . import distributed as dist_util
 from .config import TrainConfig, dataset_model_config, init_model_config, teacher_forcing_probability
 from .data import load_training_data, make_loaders, template_subjects
 from .logging import MetricsLogger, TrainProgress, epoch_line
+from .pretrain_stages import check_phone_pretraining, pretrain_phones, pretrain_style
 from .rollout import free_running
-from .run_folder import (
-    BEST_NAME,
-    PHONE_PRETRAIN_NAME,
-    STYLE_PRETRAIN_NAME,
-    SUMMARY_NAME,
-    TRAIN_CONFIG_NAME,
-    claim_run_folder,
-    write_record,
-)
+from .run_folder import BEST_NAME, SUMMARY_NAME, TRAIN_CONFIG_NAME, claim_run_folder, write_record
 from .runtime import amp_dtype, autocast, resolve_train_device, seed_everything, set_deterministic
 from .stages import CLASSIFIER_MODULES, CONTENT_MODULES, STYLE_MODULES, set_stage, stage_for_epoch, style_parameters
 from .validation import validation_pass
@@ -210,14 +203,11 @@ class Trainer:
         for name in cfg.freeze:
             if name not in children:
                 raise ConfigError(f"freeze: the model has no module '{name}'; choose from: {', '.join(children)}")
-        if cfg.phone_pretrain_steps and (self.model.viseme_head is None
-                                         or self.model.config.viseme_source != "audio"):
-            raise ConfigError("phone_pretrain_steps needs a viseme classifier on the speech features: "
-                              "add --set model.viseme_classes=15 --set model.viseme_source=audio")
+        check_phone_pretraining(cfg, self.model)
         if self.checkpoint_dir is None and cfg.style_pretrain_steps:
-            self._pretrain_style()
+            pretrain_style(self)
         if self.checkpoint_dir is None and cfg.phone_pretrain_steps:
-            self._pretrain_phones()
+            pretrain_phones(self)
         for name in cfg.freeze:  # after the pretraining stages, which train audio_style and the content encoder
             children[name].requires_grad_(False)
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
@@ -238,50 +228,6 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
         total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.total_steps = max(1, min(total, cfg.epochs * self.steps_per_epoch))
-
-    def _pretrain_style(self) -> None:
-        """Speaker-ID pretraining of E_a^s on the training split's audio (every rank alike;
-        DDP then starts from rank 0's weights)."""
-        from .style_pretrain import pretrain_audio_style
-
-        cfg = self.cfg
-        clips = [(self.train_set.audio(name), self.manifest.subject_index(subject))
-                 for name, subject in zip(self.train_set.names, self.train_set.subjects)]
-        self.log(f"speaker-ID pretraining of the audio style encoder: {cfg.style_pretrain_steps} steps of "
-                 f"{cfg.style_pretrain_batch} x {cfg.style_pretrain_seconds:g}-s crops")
-        with self._progress() as bar:
-            bar.start("speaker-ID pretraining", cfg.style_pretrain_steps)
-            result = pretrain_audio_style(
-                self.model, clips, cfg.style_pretrain_steps, lr=cfg.style_pretrain_lr,
-                batch_size=cfg.style_pretrain_batch, seconds=cfg.style_pretrain_seconds,
-                sample_rate=self.train_set.sample_rate, seed=cfg.seed, device=self.device,
-                on_step=lambda step, loss: bar.update({"speaker_id": loss}))
-        self.log(f"speaker-ID pretraining: cross-entropy {result.first_loss:.3f} -> {result.last_loss:.3f} "
-                 f"(chance {result.chance_loss:.3f}), accuracy {result.accuracy:.2f}, {result.seconds:.0f} s")
-        if self.info.is_main:
-            write_record(self.run_dir, STYLE_PRETRAIN_NAME, result.to_dict())
-
-    def _pretrain_phones(self) -> None:
-        """Phonetic pretraining of the speech content encoder on a corpus with phone timings (every rank alike)."""
-        from .phone_pretrain import phone_clips, pretrain_speech_content
-
-        cfg, model = self.cfg, self.model
-        root = cfg.phone_pretrain_data or cfg.data
-        clips = phone_clips(root, "train", model.num_motion_frames, model.config.fps)
-        val = phone_clips(root, "val", model.num_motion_frames, model.config.fps)
-        self.log(f"phonetic pretraining of the speech content encoder: {cfg.phone_pretrain_steps} steps of "
-                 f"{cfg.phone_pretrain_batch} utterances ({len(clips)} in {root})")
-        with self._progress() as bar:
-            bar.start("phonetic pretraining", cfg.phone_pretrain_steps)
-            result = pretrain_speech_content(
-                model, clips, cfg.phone_pretrain_steps, lr=cfg.phone_pretrain_lr, batch_size=cfg.phone_pretrain_batch,
-                seed=cfg.seed, device=self.device, val_clips=val,
-                on_step=lambda step, loss: bar.update({"viseme": loss}))
-        self.log(f"phonetic pretraining: cross-entropy {result.first_loss:.3f} -> {result.last_loss:.3f} "
-                 f"(chance {result.chance_loss:.3f}); validation {result.val_loss:.3f}, p/b/m frames found "
-                 f"{result.val_pp_recall:.2f}, {result.seconds:.0f} s")
-        if self.info.is_main:
-            write_record(self.run_dir, PHONE_PRETRAIN_NAME, result.to_dict())
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
