@@ -216,8 +216,56 @@ def fit_basis(
             k += 1
         # without power iterations the weakest half of the search space is less accurate: keep K in the top half
         if rank >= limit or (budget.allows(basis.error) and k <= max(full // 2, 1)):
-            return basis
+            fewer = _worst_frame_basis(frames, F, b, shapes, coeffs, k, still, mm, lip, quantize, budget)
+            return fewer if fewer is not None else basis
         rank = min(2 * rank, limit)
+
+
+def _worst_frame_basis(frames, F, b, shapes, coeffs, k: int, still, mm, lip, quantize: bool,
+                       budget: ErrorBudget) -> MotionBasis | None:
+    """A basis of fewer than ``k`` shapes inside ``budget``, or None: the fewest principal shapes whose RMS
+    fits, then, one at a time, the residual of the frame furthest outside the max / lip budget.
+
+    Principal shapes minimise the squared error; when a few frames' lips (hard closures) set the largest
+    error, the next principal shapes barely reduce it and K grows for those frames alone. A frame's own
+    residual as a shape removes that frame's error at the cost of one."""
+    m = next((j for j in range(1, k - 1)
+              if _stored_form(frames, b, shapes[:j], coeffs[:, :j], mm, lip, quantize).error.rms_mm <= budget.rms_mm),
+             None)
+    if m is None:
+        return None
+    S, C = shapes[:m].astype(np.float64), coeffs[:, :m].astype(np.float64)
+    while len(S) < k - 1:
+        d = _worst_residual(F, b, S, C, mm, lip, budget)
+        d[still] = 0.0
+        d -= S.T @ (S @ d)  # orthogonal to the shapes so far (the weights stay projections)
+        norm = float(np.linalg.norm(d))
+        if norm == 0.0:
+            return None
+        d /= norm
+        S = np.vstack([S, d[None]])
+        C = np.hstack([C, _d_times(F, b, d[:, None].astype(np.float32)).astype(np.float64)])
+        basis = _stored_form(frames, b, S.astype(np.float32), C.astype(np.float32), mm, lip, quantize)
+        if budget.allows(basis.error):
+            return basis
+    return None
+
+
+def _worst_residual(F, b, S, C, mm, lip, budget: ErrorBudget) -> np.ndarray:
+    """The residual (N,) of the frame whose largest error is furthest over the max / lip budget."""
+    T, N = F.shape
+    best, best_t = -1.0, 0
+    for s in _chunks(T, N):
+        r = F[s] - b - (C[s] @ S).astype(np.float32)
+        r2 = r * r
+        e2 = r2[:, 0::3] + r2[:, 1::3] + r2[:, 2::3]
+        score = np.sqrt(e2.max(axis=1)) * mm / budget.max_mm
+        if lip is not None and len(lip):
+            score = np.maximum(score, np.sqrt(e2[:, lip].max(axis=1)) * mm / budget.lip_max_mm)
+        j = int(np.argmax(score))
+        if score[j] > best:
+            best, best_t = float(score[j]), s.start + j
+    return (F[best_t] - b - C[best_t] @ S).astype(np.float64)
 
 
 def _still(F: np.ndarray, b: np.ndarray) -> np.ndarray:
