@@ -9,7 +9,6 @@ there instead of hoping a timed signal hits it.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -26,7 +25,7 @@ def test_deferred_holds_a_signal_until_the_block_ends():
     with pytest.raises(interrupts.Interrupted) as info:
         with interrupts.handle_signals():
             with interrupts.deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)
                 time.sleep(0.05)  # the handler has run by now: it must not have raised here
                 reached.append("end of block")
             reached.append("after the block")  # not reached: the held signal is raised on leaving
@@ -40,7 +39,7 @@ def test_nested_deferral_raises_only_at_the_outermost_end():
         with interrupts.handle_signals():
             with interrupts.deferred():
                 with interrupts.deferred():
-                    os.kill(os.getpid(), signal.SIGINT)
+                    signal.raise_signal(signal.SIGINT)
                     time.sleep(0.05)
                 reached.append("inner ended")
             reached.append("outer ended")
@@ -71,7 +70,7 @@ def _watch_encoder_start(monkeypatch, started: list, then=None):
 
 def _interrupt_after_ffmpeg_starts(monkeypatch, started: list):
     def interrupt():
-        os.kill(os.getpid(), signal.SIGTERM)  # lands right after ffmpeg started
+        signal.raise_signal(signal.SIGTERM)  # lands right after ffmpeg started
         time.sleep(0.05)
 
     _watch_encoder_start(monkeypatch, started, interrupt)
