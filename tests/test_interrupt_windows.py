@@ -33,7 +33,16 @@ def test_deferred_holds_a_signal_until_the_block_ends():
     assert info.value.signum == signal.SIGTERM
 
 
-def test_nested_deferral_raises_only_at_the_outermost_end():
+@pytest.fixture()
+def sigint_default():
+    """A job started in the background (`pytest &`) inherits SIGINT ignored, and handle_signals keeps an
+    ignored signal ignored, as it should for `nohup ptalker ... &`: this test needs the default handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_nested_deferral_raises_only_at_the_outermost_end(sigint_default):
     reached = []
     with pytest.raises(interrupts.Interrupted):
         with interrupts.handle_signals():
